@@ -1,0 +1,99 @@
+# walsync - build, test and install.  `make help` lists the targets.
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+DESTDIR  ?=
+CXX      ?= g++
+CXXFLAGS ?= -O2 -g
+BUILD    ?= build
+
+PKGS     := sqlite3 libcurl liblz4 libxxhash
+DEPFLAGS := $(shell pkg-config --cflags $(PKGS) CLI11 2>/dev/null)
+DEPLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALLFLAGS := -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -Ilibltx/include $(DEPFLAGS) $(CXXFLAGS)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC  := $(wildcard libltx/src/*.cpp)
+LIB_OBJ  := $(LIB_SRC:libltx/src/%.cpp=$(BUILD)/obj/libltx/%.o)
+TOOL_SRC := $(wildcard tools/*.cpp)
+TOOLS    := $(TOOL_SRC:tools/%.cpp=$(BUILD)/bin/%)
+SCRIPTS  := $(wildcard tools/*.sh)
+UNIT_SRC := $(wildcard tests/unit/*.cpp)
+MANPAGES := $(wildcard man/*.[1-8])
+
+.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo
+
+all: $(TOOLS) $(BUILD)/bin/unit-tests
+
+help:
+	@echo "targets: all check install uninstall asan lint-man fuzz bench deps demo clean"
+
+$(BUILD)/obj/libltx/%.o: libltx/src/%.cpp $(wildcard libltx/include/ltx/*.h)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CXX     $<")
+	$(Q)$(CXX) $(ALLFLAGS) -c -o $@ $<
+
+$(BUILD)/libltx.a: $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a tools/cli.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a $(DEPLIBS) $(LDFLAGS)
+
+$(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CXX) $(ALLFLAGS) -o $@ $(UNIT_SRC) $(BUILD)/libltx.a $(DEPLIBS) -lgtest -lgtest_main -pthread $(LDFLAGS)
+
+# The whole suite: C++ unit tests, then every bats file with a local S3
+# server (OpenStack Swift) started for the run and stopped afterwards.
+check: all
+	$(BUILD)/bin/unit-tests --gtest_brief=1
+	WALSYNC_BIN=$(abspath $(BUILD)/bin) scripts/with-s3 bats $(BATSFLAGS) tests/
+
+# The suite under AddressSanitizer + UBSan, in its own build tree.
+asan:
+	$(MAKE) BUILD=build-asan CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" check
+
+lint-man:
+	mandoc -Tlint -W warning $(MANPAGES)
+
+# Coverage-guided fuzzing of the LTX and WAL decoders (clang libFuzzer).
+FUZZ_SECONDS ?= 60
+fuzz: $(LIB_SRC)
+	@mkdir -p $(BUILD)/fuzz
+	clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -Ilibltx/include $(DEPFLAGS) \
+	  -o $(BUILD)/fuzz/fuzz-decode tests/fuzz/fuzz_decode.cpp $(LIB_SRC) $(DEPLIBS)
+	mkdir -p $(BUILD)/fuzz/corpus && cp tests/fuzz/corpus/* $(BUILD)/fuzz/corpus/
+	$(BUILD)/fuzz/fuzz-decode -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=512 $(BUILD)/fuzz/corpus
+
+bench: all
+	bench/run
+
+deps:
+	scripts/deps
+
+demo: all
+	examples/demo.sh
+
+install: $(TOOLS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+	$(if $(SCRIPTS),for s in $(SCRIPTS); do install -m 755 $$s $(DESTDIR)$(BINDIR)/$$(basename $$s .sh); done)
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(TOOLS)) $(notdir $(SCRIPTS:.sh=)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
+
+clean:
+	rm -rf build build-asan

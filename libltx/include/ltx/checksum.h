@@ -1,0 +1,47 @@
+// checksum.h - CRC-64/GO-ISO and the LTX database checksum.
+//
+// The database checksum is the reference's rolling fold: for every page
+// except the lock page, XOR in ChecksumFlag | CRC64(u32be(pgno) || page), and
+// keep bit 63 set. The fold does not depend on order, so it is updated
+// incrementally: new = Flag | (old ^ pc(pgno, old) ^ pc(pgno, new)).
+//
+// Empty database: walsync defines its checksum as ChecksumFlag
+// (0x8000000000000000), the fold's identity. The reference's encoder requires
+// that value for Commit-0 files and its decoder starts snapshot folds there;
+// only its ChecksumReader returns 0, which no valid header can carry.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace ltx {
+
+constexpr uint64_t kChecksumFlag = uint64_t(1) << 63;
+constexpr uint64_t kPendingByte = 0x40000000;
+
+// Lock page: the page holding SQLite's PENDING_BYTE; never stored in LTX.
+inline uint32_t lock_pgno(uint32_t page_size) { return uint32_t(kPendingByte / page_size) + 1; }
+
+// CRC-64/GO-ISO (poly 0x1B reflected, init and xorout all ones).
+// crc64_update continues a running CRC: crc64_update(0, ...) starts one.
+uint64_t crc64_update(uint64_t crc, const void* data, size_t n);
+inline uint64_t crc64(const void* data, size_t n) { return crc64_update(0, data, n); }
+
+class Crc64 {
+ public:
+  void update(const void* p, size_t n) { crc_ = crc64_update(crc_, p, n); }
+  uint64_t value() const { return crc_; }
+
+ private:
+  uint64_t crc_ = 0;
+};
+
+// ChecksumFlag | CRC64(u32be(pgno) || data[0:page_size]).
+uint64_t page_checksum(uint32_t pgno, const uint8_t* data, size_t page_size);
+
+inline uint64_t fold(uint64_t acc, uint64_t page_ck) { return kChecksumFlag | (acc ^ page_ck); }
+
+// Database checksum of the first n_pages pages of an open file (lock page
+// skipped). Reads with pread in large chunks; throws on short file or error.
+uint64_t db_checksum_fd(int fd, uint32_t page_size, uint64_t n_pages);
+
+}  // namespace ltx

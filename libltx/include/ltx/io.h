@@ -1,0 +1,118 @@
+// io.h - byte streams over file descriptors, and atomic file replacement.
+//
+// Readers and writers are tiny interfaces so the LTX and WAL state machines
+// run over pipes, files, sockets or memory alike.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ltx {
+
+class Reader {
+ public:
+  virtual ~Reader() = default;
+  // Read up to n bytes; returns 0 only at end of stream. Throws on error.
+  virtual size_t read(void* buf, size_t n) = 0;
+};
+
+class Writer {
+ public:
+  virtual ~Writer() = default;
+  // Write all n bytes or throw.
+  virtual void write(const void* buf, size_t n) = 0;
+  virtual void flush() {}
+};
+
+// Read exactly n bytes. Returns the count read: n, or less at end of stream.
+size_t read_full(Reader& r, void* buf, size_t n);
+// Read exactly n bytes or throw Integrity "unexpected EOF".
+void read_exact(Reader& r, void* buf, size_t n);
+
+class FdReader : public Reader {
+ public:
+  explicit FdReader(int fd) : fd_(fd) {}
+  size_t read(void* buf, size_t n) override;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Buffered reader on top of another reader (the decoders read small headers).
+class BufReader : public Reader {
+ public:
+  explicit BufReader(Reader& r, size_t cap = 64 * 1024) : r_(r), buf_(cap) {}
+  size_t read(void* buf, size_t n) override;
+  // Peek up to n bytes without consuming; returns count available (< n at EOF).
+  size_t peek(const uint8_t** p, size_t n);
+
+ private:
+  Reader& r_;
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0, end_ = 0;
+};
+
+class MemReader : public Reader {
+ public:
+  MemReader(const void* p, size_t n) : p_(static_cast<const uint8_t*>(p)), n_(n) {}
+  size_t read(void* buf, size_t n) override;
+
+ private:
+  const uint8_t* p_;
+  size_t n_, off_ = 0;
+};
+
+class FdWriter : public Writer {
+ public:
+  explicit FdWriter(int fd, size_t cap = 64 * 1024) : fd_(fd) { buf_.reserve(cap); }
+  ~FdWriter() override;  // does not flush: call flush() and handle its errors
+  void write(const void* buf, size_t n) override;
+  void flush() override;
+
+ private:
+  int fd_;
+  std::vector<uint8_t> buf_;
+};
+
+class StringWriter : public Writer {
+ public:
+  void write(const void* buf, size_t n) override {
+    s.append(static_cast<const char*>(buf), n);
+  }
+  std::string s;
+};
+
+// write(2) all bytes, retrying on EINTR and short writes. Throws on error.
+void write_all(int fd, const void* buf, size_t n);
+void pwrite_all(int fd, const void* buf, size_t n, uint64_t off);
+// pread exactly n bytes; returns bytes read (< n only at end of file).
+size_t pread_full(int fd, void* buf, size_t n, uint64_t off);
+
+// A temp file next to `path` that becomes `path` on commit() (fsync, rename,
+// fsync directory) and is removed otherwise. Registered for removal on
+// SIGINT/SIGTERM by install_cleanup_handlers().
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path, int mode = 0644);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  int fd() const { return fd_; }
+  const std::string& temp_path() const { return tmp_; }
+  void commit();
+  void abort();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
+void fsync_dir_of(const std::string& path);
+// On SIGINT/SIGTERM remove every live AtomicFile temp, then re-raise.
+void install_cleanup_handlers();
+// True if fd is a terminal (tools refuse to write binary there).
+bool is_tty(int fd);
+
+}  // namespace ltx

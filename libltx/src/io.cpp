@@ -1,0 +1,240 @@
+#include "ltx/io.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "ltx/error.h"
+
+namespace ltx {
+
+size_t read_full(Reader& r, void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < n) {
+    size_t k = r.read(p + got, n - got);
+    if (k == 0) break;
+    got += k;
+  }
+  return got;
+}
+
+void read_exact(Reader& r, void* buf, size_t n) {
+  if (read_full(r, buf, n) != n) fail_integrity("unexpected EOF");
+}
+
+size_t FdReader::read(void* buf, size_t n) {
+  for (;;) {
+    ssize_t k = ::read(fd_, buf, n);
+    if (k >= 0) return size_t(k);
+    if (errno != EINTR) fail_errno("read");
+  }
+}
+
+size_t BufReader::read(void* buf, size_t n) {
+  if (pos_ == end_) {
+    if (n >= buf_.size()) return r_.read(buf, n);  // large reads bypass the buffer
+    pos_ = 0;
+    end_ = r_.read(buf_.data(), buf_.size());
+    if (end_ == 0) return 0;
+  }
+  size_t k = std::min(n, end_ - pos_);
+  std::memcpy(buf, buf_.data() + pos_, k);
+  pos_ += k;
+  return k;
+}
+
+size_t BufReader::peek(const uint8_t** p, size_t n) {
+  if (n > buf_.size()) n = buf_.size();
+  if (end_ - pos_ < n) {
+    std::memmove(buf_.data(), buf_.data() + pos_, end_ - pos_);
+    end_ -= pos_;
+    pos_ = 0;
+    while (end_ < n) {
+      size_t k = r_.read(buf_.data() + end_, buf_.size() - end_);
+      if (k == 0) break;
+      end_ += k;
+    }
+  }
+  *p = buf_.data() + pos_;
+  return std::min(n, end_ - pos_);
+}
+
+size_t MemReader::read(void* buf, size_t n) {
+  size_t k = std::min(n, n_ - off_);
+  std::memcpy(buf, p_ + off_, k);
+  off_ += k;
+  return k;
+}
+
+void write_all(int fd, const void* buf, size_t n) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (n > 0) {
+    ssize_t k = ::write(fd, p, n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      fail_errno("write");
+    }
+    p += k;
+    n -= size_t(k);
+  }
+}
+
+void pwrite_all(int fd, const void* buf, size_t n, uint64_t off) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (n > 0) {
+    ssize_t k = ::pwrite(fd, p, n, off_t(off));
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      fail_errno("write");
+    }
+    p += k;
+    n -= size_t(k);
+    off += uint64_t(k);
+  }
+}
+
+size_t pread_full(int fd, void* buf, size_t n, uint64_t off) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < n) {
+    ssize_t k = ::pread(fd, p + got, n - got, off_t(off + got));
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      fail_errno("read");
+    }
+    if (k == 0) break;
+    got += size_t(k);
+  }
+  return got;
+}
+
+FdWriter::~FdWriter() = default;
+
+void FdWriter::write(const void* buf, size_t n) {
+  if (buf_.size() + n > buf_.capacity()) {
+    flush();
+    if (n >= buf_.capacity()) {
+      write_all(fd_, buf, n);
+      return;
+    }
+  }
+  auto* p = static_cast<const uint8_t*>(buf);
+  buf_.insert(buf_.end(), p, p + n);
+}
+
+void FdWriter::flush() {
+  if (buf_.empty()) return;
+  // Drop the buffer before writing: a failed flush must not be retried by a
+  // later one and emit the same bytes twice.
+  std::vector<uint8_t> pending;
+  pending.swap(buf_);
+  buf_.reserve(pending.capacity());
+  write_all(fd_, pending.data(), pending.size());
+}
+
+// ---- atomic files and signal cleanup ----
+
+namespace {
+constexpr int kMaxTemps = 16;
+std::atomic<const char*> g_temps[kMaxTemps];
+
+void register_temp(const char* p) {
+  for (auto& t : g_temps) {
+    const char* expected = nullptr;
+    if (t.compare_exchange_strong(expected, p)) return;
+  }
+}
+void unregister_temp(const char* p) {
+  for (auto& t : g_temps) {
+    const char* expected = p;
+    if (t.compare_exchange_strong(expected, nullptr)) return;
+  }
+}
+void on_signal(int sig) {
+  for (auto& t : g_temps) {
+    const char* p = t.load();
+    if (p) ::unlink(p);
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+}  // namespace
+
+void install_cleanup_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+}
+
+static std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+void fsync_dir_of(const std::string& path) {
+  std::string d = dir_of(path);
+  int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail_errno("open " + d);
+  int rc = ::fsync(fd);
+  int e = errno;
+  ::close(fd);
+  errno = e;
+  if (rc != 0 && errno != EINVAL) fail_errno("fsync " + d);
+}
+
+AtomicFile::AtomicFile(const std::string& path, int mode) : path_(path) {
+  std::random_device rd;
+  auto slash = path.rfind('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  for (int i = 0; i < 100 && fd_ < 0; i++) {
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "%08x", rd());
+    tmp_ = dir + "." + base + ".tmp-" + suffix;
+    fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd_ < 0 && errno != EEXIST) fail_errno("create " + tmp_);
+  }
+  if (fd_ < 0) fail_errno("create " + tmp_);
+  register_temp(tmp_.c_str());
+}
+
+AtomicFile::~AtomicFile() { abort(); }
+
+void AtomicFile::commit() {
+  if (fd_ < 0) fail_runtime("commit " + path_ + ": file already closed");
+  if (::fsync(fd_) != 0) fail_errno("fsync " + tmp_);
+  int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) fail_errno("close " + tmp_);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail_errno("rename " + tmp_ + " to " + path_);
+  unregister_temp(tmp_.c_str());
+  tmp_.clear();
+  fsync_dir_of(path_);
+}
+
+void AtomicFile::abort() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!tmp_.empty()) {
+    ::unlink(tmp_.c_str());
+    unregister_temp(tmp_.c_str());
+    tmp_.clear();
+  }
+}
+
+bool is_tty(int fd) { return ::isatty(fd) == 1; }
+
+}  // namespace ltx
