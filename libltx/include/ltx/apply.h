@@ -1,0 +1,50 @@
+// apply.h - apply LTX files to a database file, all or nothing.
+//
+// The result is built on a temp copy next to the database: each file's TXID
+// must continue the previous one (a snapshot starts afresh), its pre-apply
+// checksum must equal the copy's current checksum, pages are written as they
+// are decoded, the file is truncated or extended to Commit pages, and the
+// post-apply checksum is checked. Only when every file passed is the copy
+// fsynced and renamed over the database. The database checksum is kept
+// incrementally (old page out, new page in), so each file costs reads of the
+// pages it touches, plus one full pass the first time a checksum is needed.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ltx/io.h"
+#include "ltx/ltx.h"
+
+namespace ltx {
+
+struct ApplyResult {
+  int files = 0;
+  uint64_t txid = 0;       // MaxTXID of the last file applied
+  uint64_t checksum = 0;   // database checksum after the last file (0: not known)
+  uint32_t page_size = 0;
+  uint32_t commit = 0;
+};
+
+class Applier {
+ public:
+  // Opens the database (it need not exist) and prepares the temp copy.
+  explicit Applier(const std::string& db_path);
+  ~Applier();
+  // Applies every LTX file read from r until a clean end of stream.
+  // Returns the number of files applied; throws with "<name>: ..." context.
+  int apply_stream(Reader& r, const std::string& name);
+  // Makes the result durable and visible (fsync, rename, fsync directory).
+  ApplyResult commit();
+
+ private:
+  void apply_one(Decoder& d);
+  uint64_t current_checksum();
+  std::string path_;
+  std::unique_ptr<AtomicFile> tmp_;
+  ApplyResult res_;
+  uint64_t npages_ = 0;    // pages in the temp copy
+  bool ck_known_ = false;  // res_.checksum reflects the temp copy
+};
+
+}  // namespace ltx

@@ -1,0 +1,185 @@
+#include "ltx/apply.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "ltx/bytes.h"
+#include "ltx/error.h"
+
+namespace ltx {
+
+namespace {
+
+void copy_fd(int from, int to, uint64_t size) {
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::copy_file_range(from, nullptr, to, nullptr, size_t(size - done), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == ENOSYS || errno == EINVAL) break;
+      fail_errno("copy database");
+    }
+    if (n == 0) break;
+    done += uint64_t(n);
+  }
+  std::vector<uint8_t> buf(1 << 20);
+  while (done < size) {
+    size_t k = pread_full(from, buf.data(), std::min<uint64_t>(buf.size(), size - done), done);
+    if (k == 0) fail_runtime("copy database: file shrank while copying");
+    pwrite_all(to, buf.data(), k, done);
+    done += k;
+  }
+}
+
+}  // namespace
+
+Applier::Applier(const std::string& db_path) : path_(db_path) {
+  struct stat st {};
+  int src = ::open(db_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (src < 0 && errno != ENOENT) fail_errno("open " + db_path);
+  int mode = 0644;
+  if (src >= 0 && ::fstat(src, &st) == 0) mode = int(st.st_mode & 07777);
+  tmp_ = std::make_unique<AtomicFile>(db_path, mode);
+  ::fchmod(tmp_->fd(), mode_t(mode));
+  if (src >= 0) {
+    try {
+      copy_fd(src, tmp_->fd(), uint64_t(st.st_size));
+    } catch (...) {
+      ::close(src);
+      throw;
+    }
+    ::close(src);
+    if (st.st_size > 0) {
+      // Page size from the SQLite header; it must agree with the LTX files.
+      uint8_t h[100];
+      if (pread_full(tmp_->fd(), h, 100, 0) == 100 && std::memcmp(h, "SQLite format 3", 16) == 0) {
+        uint32_t ps = get16(h + 16);
+        res_.page_size = ps == 1 ? 65536 : ps;
+      }
+    }
+  }
+  if (src < 0 || st.st_size == 0) {
+    ck_known_ = true;
+    res_.checksum = kChecksumFlag;
+  } else if (res_.page_size == 0) {
+    fail_integrity(db_path + ": not a SQLite database");
+  } else {
+    if (uint64_t(st.st_size) % res_.page_size != 0)
+      fail_integrity(db_path + ": size is not a multiple of the page size");
+    npages_ = uint64_t(st.st_size) / res_.page_size;
+  }
+}
+
+Applier::~Applier() = default;
+
+uint64_t Applier::current_checksum() {
+  if (!ck_known_) {
+    res_.checksum = npages_ ? db_checksum_fd(tmp_->fd(), res_.page_size, npages_) : kChecksumFlag;
+    ck_known_ = true;
+  }
+  return res_.checksum;
+}
+
+int Applier::apply_stream(Reader& r, const std::string& name) {
+  int n = 0;
+  for (;;) {
+    Decoder d(r);
+    std::string ctx = name;
+    bool more = with_context(ctx, [&] { return d.read_header(); });
+    if (!more) break;
+    ctx = name + ": " + format_filename(d.header().min_txid, d.header().max_txid);
+    with_context(ctx, [&] { apply_one(d); });
+    n++;
+  }
+  return n;
+}
+
+void Applier::apply_one(Decoder& d) {
+  const Header& h = d.header();
+  if (res_.page_size != 0 && h.page_size != res_.page_size)
+    fail_integrity("page size " + std::to_string(h.page_size) + " does not match database page size " +
+                   std::to_string(res_.page_size));
+  if (res_.files > 0 && !h.snapshot() && h.min_txid != res_.txid + 1)
+    fail_integrity("TXID gap: expected " + hex16(res_.txid + 1) + ", got " + hex16(h.min_txid));
+  res_.page_size = h.page_size;
+  const uint32_t ps = h.page_size;
+  const uint32_t lock = lock_pgno(ps);
+  const int fd = tmp_->fd();
+  if (h.snapshot()) {
+    // A snapshot replaces everything: the fold restarts from its pages.
+    res_.checksum = kChecksumFlag;
+    ck_known_ = !h.no_checksum();
+    if (!ck_known_) res_.checksum = 0;
+  } else if (!h.no_checksum()) {
+    uint64_t cur = current_checksum();
+    if (cur != h.pre_apply)
+      fail_integrity("pre-apply checksum mismatch: database " + hex16(cur) + ", file " +
+                     hex16(h.pre_apply));
+  } else {
+    ck_known_ = false;
+  }
+  const bool track = ck_known_;
+  std::vector<uint8_t> page(ps), old(ps), zero(ps, 0);
+  uint64_t ck = res_.checksum;
+  const uint64_t old_n = h.snapshot() ? 0 : npages_;
+  uint64_t next_fill = old_n + 1;  // first grown page not yet accounted for
+  auto fold_zero_upto = [&](uint64_t last) {  // grown pages never written are zeros
+    for (; next_fill <= last; next_fill++)
+      if (next_fill != lock) ck = fold(ck, page_checksum(uint32_t(next_fill), zero.data(), ps));
+  };
+  uint32_t pgno;
+  while (d.next_page(&pgno, page.data())) {
+    uint64_t off = uint64_t(pgno - 1) * ps;
+    if (track) {
+      if (pgno <= old_n) {
+        if (pread_full(fd, old.data(), ps, off) != ps) fail_integrity("database shorter than its page count");
+        ck ^= page_checksum(pgno, old.data(), ps);
+        ck |= kChecksumFlag;
+      } else {
+        fold_zero_upto(pgno - 1);
+        next_fill = uint64_t(pgno) + 1;
+      }
+      ck = fold(ck, page_checksum(pgno, page.data(), ps));
+    }
+    pwrite_all(fd, page.data(), ps, off);
+  }
+  const Trailer& t = d.finish();
+  // Shrink: fold out pages past Commit; grow: account for unwritten pages.
+  if (track) {
+    for (uint64_t p = h.commit + 1; p <= old_n; p++) {
+      if (p == lock) continue;
+      if (pread_full(fd, old.data(), ps, (p - 1) * ps) != ps) fail_integrity("database shorter than its page count");
+      ck = kChecksumFlag | (ck ^ page_checksum(uint32_t(p), old.data(), ps));
+    }
+    fold_zero_upto(h.commit);
+  }
+  if (::ftruncate(fd, off_t(uint64_t(h.commit) * ps)) != 0) fail_errno("truncate");
+  npages_ = h.commit;
+  if (h.commit == 0) {
+    ck = kChecksumFlag;
+    ck_known_ = true;
+  } else if (track) {
+    ck_known_ = true;
+  }
+  res_.checksum = ck_known_ ? ck : 0;
+  if (!h.no_checksum()) {
+    uint64_t cur = current_checksum();
+    if (cur != t.post_apply)
+      fail_integrity("post-apply checksum mismatch: database " + hex16(cur) + ", file " +
+                     hex16(t.post_apply));
+  }
+  res_.txid = h.max_txid;
+  res_.commit = h.commit;
+  res_.files++;
+}
+
+ApplyResult Applier::commit() {
+  tmp_->commit();
+  return res_;
+}
+
+}  // namespace ltx

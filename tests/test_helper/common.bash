@@ -1,0 +1,19 @@
+# Shared setup for every bats file: `load test_helper/common`.
+bats_load_library bats-support
+bats_load_library bats-assert
+
+REPO_ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+: "${WALSYNC_BIN:=$REPO_ROOT/build/bin}"
+export PATH="$WALSYNC_BIN:$REPO_ROOT/tools:$PATH"
+# Golden LTX vectors: the committed copy in tests/data/vectors (a user's clone
+# has no ../shared); WALSYNC_VECTORS may point at the full set.
+: "${WALSYNC_VECTORS:=$REPO_ROOT/tests/data/vectors}"
+export WALSYNC_VECTORS
+
+# Per-test scratch directory, removed by bats.
+T="$BATS_TEST_TMPDIR"
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# s3_available: true when scripts/with-s3 started a server for this run.
+s3_available() { [ -n "${AWS_ENDPOINT_URL_S3:-}" ]; }
