@@ -1,0 +1,72 @@
+// encode.h - turn databases and WAL transactions into LTX files.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ltx/io.h"
+#include "ltx/ltx.h"
+#include "ltx/state.h"
+#include "ltx/wal.h"
+
+namespace ltx {
+
+int64_t now_ms();
+
+struct SnapshotResult {
+  Header header;
+  Trailer trailer;
+};
+
+// Encodes database file `fd` as a snapshot (TXID 1..txid) to w. The page
+// size and count come from the SQLite header (falling back to the file size
+// when the header's count is stale). With a state, records the page
+// checksums and the position so later WAL files continue the chain.
+SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, uint64_t txid,
+                                  int64_t timestamp, PageState* state);
+
+struct EncodeOptions {
+  bool per_txn = true;       // one LTX per transaction; false: one per input
+  uint64_t first_txid = 0;   // stateless mode: TXID of the first file (0: 1)
+  int64_t timestamp = 0;     // fixed timestamp (0: event time or now)
+};
+
+// Groups the committed transactions of a WAL or WAL stream into LTX files.
+// Pages are spooled to an unlinked temp file, so memory is ~8 bytes a frame.
+class TxnEncoder {
+ public:
+  TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt, const std::string& tmpdir);
+  ~TxnEncoder();
+  // Consumes every event of r; returns the number of LTX files written.
+  int run(wal::EventReader& r);
+
+ private:
+  void on_frame(const wal::Event& e);
+  void on_resync_page(const wal::Event& e);
+  void flush_batch();
+  void emit(uint32_t commit, bool resync);
+  struct Entry {
+    uint32_t pgno;
+    uint32_t slot;
+  };
+  Writer& out_;
+  PageState* state_;
+  EncodeOptions opt_;
+  int spool_fd_ = -1;
+  uint32_t page_size_ = 0;
+  uint32_t slots_ = 0;
+  std::vector<Entry> entries_;
+  size_t committed_ = 0;        // entries_[0..committed_) belong to committed txns
+  uint32_t commit_ = 0;         // db size after the last committed txn in the batch
+  uint64_t wal_first_ = 0, wal_end_ = 0;
+  uint32_t salt1_ = 0, salt2_ = 0;
+  int64_t ts_ = 0;
+  uint64_t next_txid_ = 0;
+  Position stateless_;          // running position when there is no state
+  int files_ = 0;
+  bool in_resync_ = false;
+  uint32_t resync_commit_ = 0;
+};
+
+}  // namespace ltx

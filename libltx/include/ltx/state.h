@@ -1,0 +1,55 @@
+// state.h - the encoder's page state: position plus one checksum per page.
+//
+// A state directory holds
+//   position   text, replaced atomically: txid, checksum, page size, commit
+//              and the WAL cursor of the last LTX file emitted
+//   pages      8 bytes a page (u64be page checksum, 0 = absent), read and
+//              written with pread/pwrite, so memory stays flat for any size
+//   journal    redo record of one commit in flight; replayed on open, so a
+//              crash between the pages update and the position update
+//              cannot leave them disagreeing
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ltx {
+
+struct Position {
+  uint64_t txid = 0;        // last TXID emitted (0: none yet)
+  uint64_t checksum = 0;    // database checksum after it
+  uint32_t page_size = 0;
+  uint32_t commit = 0;      // database size in pages after it
+  uint32_t wal_salt1 = 0, wal_salt2 = 0;
+  uint64_t wal_offset = 0;  // WAL offset just past the last frame emitted
+};
+
+class PageState {
+ public:
+  // Opens (creating if needed) the state directory; replays a journal.
+  explicit PageState(const std::string& dir);
+  ~PageState();
+  PageState(const PageState&) = delete;
+  PageState& operator=(const PageState&) = delete;
+
+  bool initialized() const { return pos_.txid != 0; }
+  const Position& position() const { return pos_; }
+  uint64_t get(uint32_t pgno) const;  // checksum of the page as last emitted; 0 if absent
+  // Durably records a new position with its page checksum changes
+  // (checksum 0 removes a page).
+  void commit(const Position& p, const std::vector<std::pair<uint32_t, uint64_t>>& changes);
+  const std::string& dir() const { return dir_; }
+
+ private:
+  void replay_journal();
+  void write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& changes);
+  std::string dir_;
+  int pages_fd_ = -1;
+  Position pos_;
+};
+
+std::string format_position(const Position& p);
+bool parse_position(const std::string& text, Position* p);
+
+}  // namespace ltx

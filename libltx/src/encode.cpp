@@ -1,0 +1,292 @@
+#include "ltx/encode.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "ltx/bytes.h"
+#include "ltx/error.h"
+
+namespace ltx {
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, uint64_t txid,
+                                  int64_t timestamp, PageState* state) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail_errno("stat " + name);
+  uint64_t size = uint64_t(st.st_size);
+  uint32_t ps = 4096, npages = 0;
+  if (size > 0) {
+    uint8_t h[100];
+    if (pread_full(fd, h, 100, 0) != 100 || std::memcmp(h, "SQLite format 3", 16) != 0)
+      fail_integrity(name + ": not a SQLite database");
+    ps = get16(h + 16);
+    if (ps == 1) ps = 65536;
+    if (!valid_page_size(ps)) fail_integrity(name + ": invalid page size " + std::to_string(ps));
+    if (size % ps != 0) fail_integrity(name + ": file size is not a multiple of the page size");
+    // The in-header size is valid only when its version-valid-for number
+    // matches the change counter; otherwise use the file size, as SQLite does.
+    uint32_t hdr_pages = get32(h + 28);
+    npages = (hdr_pages != 0 && get32(h + 92) == get32(h + 24)) ? hdr_pages : uint32_t(size / ps);
+    if (uint64_t(npages) * ps > size)
+      fail_integrity(name + ": header says " + std::to_string(npages) + " pages, file is shorter");
+  }
+  if (state && state->initialized() && state->position().page_size != ps &&
+      state->position().page_size != 0)
+    fail_integrity("page size " + std::to_string(ps) + " differs from state page size " +
+                   std::to_string(state->position().page_size));
+  Header hdr;
+  hdr.page_size = ps;
+  hdr.commit = npages;
+  hdr.min_txid = 1;
+  hdr.max_txid = txid;
+  hdr.timestamp = timestamp;
+  Encoder enc(w, hdr);
+  const uint32_t lock = lock_pgno(ps);
+  const size_t chunk = std::max<size_t>(1, (256u << 10) / ps);
+  std::vector<uint8_t> buf(chunk * ps);
+  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  uint64_t ck = kChecksumFlag;
+  for (uint64_t first = 1; first <= npages; first += chunk) {
+    size_t k = size_t(std::min<uint64_t>(chunk, npages - first + 1));
+    if (pread_full(fd, buf.data(), k * ps, (first - 1) * ps) != k * ps)
+      fail_integrity(name + ": read page " + std::to_string(first) + ": unexpected EOF");
+    for (size_t i = 0; i < k; i++) {
+      uint32_t pgno = uint32_t(first + i);
+      if (pgno == lock) continue;
+      const uint8_t* p = buf.data() + i * ps;
+      uint64_t pc = page_checksum(pgno, p, ps);
+      ck = fold(ck, pc);
+      enc.page(pgno, p);
+      if (state && state->get(pgno) != pc) changes.emplace_back(pgno, pc);
+    }
+  }
+  SnapshotResult r;
+  r.header = hdr;
+  r.trailer = enc.finish(ck);
+  w.flush();
+  if (state) {
+    for (uint32_t p = npages + 1; p <= state->position().commit; p++)
+      if (p != lock) changes.emplace_back(p, 0);
+    Position pos;
+    pos.txid = txid;
+    pos.checksum = ck;
+    pos.page_size = ps;
+    pos.commit = npages;
+    state->commit(pos, changes);
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- TxnEncoder
+
+TxnEncoder::TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt,
+                       const std::string& tmpdir)
+    : out_(out), state_(state), opt_(opt) {
+  spool_fd_ = ::open(tmpdir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (spool_fd_ < 0) fail_errno("create spool file in " + tmpdir);
+  if (state_ && state_->initialized()) {
+    next_txid_ = state_->position().txid + 1;
+    page_size_ = state_->position().page_size;
+  } else {
+    next_txid_ = opt_.first_txid ? opt_.first_txid : 1;
+  }
+  stateless_.checksum = 0;
+}
+
+TxnEncoder::~TxnEncoder() {
+  if (spool_fd_ >= 0) ::close(spool_fd_);
+}
+
+int TxnEncoder::run(wal::EventReader& r) {
+  for (;;) {
+    wal::Event e = r.next();
+    if (e.page_size != 0) {
+      if (page_size_ == 0) page_size_ = e.page_size;
+      if (e.page_size != page_size_)
+        fail_integrity("page size changed from " + std::to_string(page_size_) + " to " +
+                       std::to_string(e.page_size));
+    }
+    switch (e.type) {
+      case wal::Event::End:
+        entries_.resize(committed_);  // an uncommitted tail is never emitted
+        flush_batch();
+        return files_;
+      case wal::Event::Frame:
+        on_frame(e);
+        break;
+      case wal::Event::ResyncBegin:
+        entries_.resize(committed_);
+        flush_batch();
+        in_resync_ = true;
+        resync_commit_ = e.commit;
+        if (e.timestamp) ts_ = e.timestamp;
+        break;
+      case wal::Event::ResyncPage:
+        if (!in_resync_) fail_integrity("resync page outside a resync");
+        on_resync_page(e);
+        break;
+      case wal::Event::ResyncEnd:
+        if (!in_resync_) fail_integrity("resync end outside a resync");
+        in_resync_ = false;
+        committed_ = entries_.size();
+        emit(resync_commit_, true);
+        break;
+    }
+  }
+}
+
+void TxnEncoder::on_frame(const wal::Event& e) {
+  if (in_resync_) fail_integrity("WAL frame inside a resync");
+  if (entries_.empty()) {
+    wal_first_ = e.wal_offset;
+    salt1_ = e.salt1;
+    salt2_ = e.salt2;
+  } else if (e.salt1 != salt1_ || e.salt2 != salt2_) {
+    // A new WAL generation: what is committed so far goes out first.
+    entries_.resize(committed_);
+    flush_batch();
+    wal_first_ = e.wal_offset;
+    salt1_ = e.salt1;
+    salt2_ = e.salt2;
+  }
+  pwrite_all(spool_fd_, e.data, page_size_, uint64_t(slots_) * page_size_);
+  entries_.push_back({e.pgno, slots_++});
+  wal_end_ = e.wal_offset + wal::kFrameHeaderSize + page_size_;
+  if (e.timestamp) ts_ = e.timestamp;
+  if (e.commit != 0) {
+    committed_ = entries_.size();
+    commit_ = e.commit;
+    if (opt_.per_txn) flush_batch();
+  }
+}
+
+void TxnEncoder::on_resync_page(const wal::Event& e) {
+  // With page state only pages that differ from what was emitted go out.
+  if (state_ && state_->initialized() &&
+      state_->get(e.pgno) == page_checksum(e.pgno, e.data, page_size_))
+    return;
+  pwrite_all(spool_fd_, e.data, page_size_, uint64_t(slots_) * page_size_);
+  entries_.push_back({e.pgno, slots_++});
+}
+
+void TxnEncoder::flush_batch() {
+  if (committed_ == 0) {
+    entries_.clear();
+    slots_ = 0;
+    return;
+  }
+  emit(commit_, false);
+}
+
+// Writes entries_[0..committed_) as one LTX file (last frame of a page wins),
+// then updates the state. Uncommitted entries stay for the next batch.
+void TxnEncoder::emit(uint32_t commit, bool resync) {
+  std::vector<Entry> batch(entries_.begin(), entries_.begin() + long(committed_));
+  std::vector<Entry> rest(entries_.begin() + long(committed_), entries_.end());
+  std::stable_sort(batch.begin(), batch.end(),
+                   [](const Entry& a, const Entry& b) { return a.pgno < b.pgno; });
+  std::vector<Entry> pages;
+  for (size_t i = 0; i < batch.size(); i++) {
+    if (i + 1 < batch.size() && batch[i + 1].pgno == batch[i].pgno) continue;
+    if (batch[i].pgno <= commit) pages.push_back(batch[i]);
+  }
+  const bool have_state = state_ && state_->initialized();
+  const Position prev = have_state ? state_->position() : stateless_;
+  const uint32_t ps = page_size_;
+  const uint32_t lock = lock_pgno(ps);
+  if (resync && have_state && pages.empty() && commit == prev.commit) {
+    // The destination already has exactly this database: nothing to send.
+    entries_.clear();
+    committed_ = 0;
+    slots_ = 0;
+    return;
+  }
+  Header h;
+  h.page_size = ps;
+  h.commit = commit;
+  h.min_txid = h.max_txid = next_txid_;
+  h.timestamp = opt_.timestamp ? opt_.timestamp : (ts_ ? ts_ : now_ms());
+  if (!resync) {
+    h.wal_offset = int64_t(wal_first_);
+    h.wal_size = int64_t(wal_end_ - wal_first_);
+    h.wal_salt1 = salt1_;
+    h.wal_salt2 = salt2_;
+  }
+  bool checksummed = have_state || (h.snapshot() && state_);
+  if (h.snapshot()) {
+    // TXID 1 must hold every page: only a resync can provide that.
+    if (!resync) fail(Kind::Usage, "the first LTX file (TXID 1) must be a snapshot: start from a resync, or initialize the state with ltx-encode --db");
+    checksummed = true;
+  }
+  if (!checksummed) h.flags = kFlagNoChecksum;
+  if (checksummed && !h.snapshot()) h.pre_apply = prev.checksum;
+  if (h.snapshot()) h.pre_apply = 0;
+
+  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  std::vector<uint8_t> page(ps), zero(ps, 0);
+  uint64_t ck = h.snapshot() ? kChecksumFlag : prev.checksum;
+  const uint32_t old_n = h.snapshot() ? 0 : prev.commit;
+  uint32_t next_fill = old_n + 1;
+  auto set = [&](uint32_t pgno, uint64_t pc) {
+    uint64_t old = (pgno <= old_n && have_state) ? state_->get(pgno) : 0;
+    if (old) ck = kChecksumFlag | (ck ^ old);
+    if (pc) ck = fold(ck, pc);
+    if (state_) changes.emplace_back(pgno, pc);
+  };
+  auto fill_zero_upto = [&](uint32_t last) {
+    for (; next_fill <= last; next_fill++)
+      if (next_fill != lock) set(next_fill, page_checksum(next_fill, zero.data(), ps));
+  };
+  Encoder enc(out_, h);
+  for (const Entry& en : pages) {
+    if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
+      fail_runtime("spool file: short read");
+    if (en.pgno == lock) fail_integrity("lock page " + std::to_string(en.pgno) + " in a transaction");
+    if (checksummed) {
+      if (en.pgno > old_n) {
+        fill_zero_upto(en.pgno - 1);
+        next_fill = en.pgno + 1;
+      }
+      set(en.pgno, page_checksum(en.pgno, page.data(), ps));
+    }
+    enc.page(en.pgno, page.data());
+  }
+  if (checksummed) {
+    fill_zero_upto(commit);
+    for (uint32_t p = commit + 1; p <= old_n; p++)
+      if (p != lock) set(p, 0);
+    if (commit == 0) ck = kChecksumFlag;
+  }
+  enc.finish(checksummed ? ck : 0);
+  out_.flush();
+  files_++;
+  Position pos;
+  pos.txid = next_txid_;
+  pos.checksum = checksummed ? ck : 0;
+  pos.page_size = ps;
+  pos.commit = commit;
+  pos.wal_salt1 = resync ? prev.wal_salt1 : salt1_;
+  pos.wal_salt2 = resync ? prev.wal_salt2 : salt2_;
+  pos.wal_offset = resync ? prev.wal_offset : wal_end_;
+  if (state_) state_->commit(pos, changes);
+  else stateless_ = pos;
+  next_txid_++;
+  // Frames after the last commit wait for the next batch (in practice the
+  // batch is cut at a commit frame, so this tail is empty).
+  entries_ = std::move(rest);
+  committed_ = 0;
+  commit_ = 0;
+  if (entries_.empty()) slots_ = 0;
+  wal_first_ = wal_end_;
+}
+
+}  // namespace ltx

@@ -1,0 +1,82 @@
+// ltx-encode - write LTX files from a database snapshot, a plain SQLite -wal
+// file, or the WAL stream of wal-tail.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "cli.h"
+#include "ltx/bytes.h"
+#include "ltx/encode.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Encode a database snapshot, a -wal file or a WAL stream (stdin) as LTX on stdout.",
+               "ltx-encode"};
+  std::string db, state_dir, txid_hex, ts_text, tmpdir;
+  bool per_txn = false, merge = false, verbose = false;
+  app.add_option("--db", db, "encode this database file as a snapshot");
+  app.add_option("-s,--state", state_dir, "page state directory: keeps TXIDs and the rolling database checksum");
+  app.add_option("--txid", txid_hex, "TXID (hex) of the first file when there is no state; with --db the snapshot's MaxTXID");
+  app.add_option("--timestamp", ts_text, "RFC 3339 time to stamp on every file (default: commit time)");
+  app.add_option("--tmpdir", tmpdir, "directory for the page spool (default: state directory, $TMPDIR or /tmp)");
+  app.add_flag("--per-txn", per_txn, "one LTX file per transaction (default for WAL streams)");
+  app.add_flag("--merge", merge, "one LTX file for all input (default for plain -wal files)");
+  app.add_flag("-v,--verbose", verbose, "report what was written on stderr");
+  return cli::run(app, argc, argv, [&]() -> int {
+    if (per_txn && merge) {
+      cli::error("--per-txn and --merge exclude each other");
+      return cli::kUsage;
+    }
+    if (ltx::is_tty(1)) {
+      cli::error("refusing to write LTX to a terminal");
+      return cli::kUsage;
+    }
+    uint64_t txid = 0;
+    if (!txid_hex.empty()) {
+      std::string h = std::string(16 - std::min<size_t>(16, txid_hex.size()), '0') + txid_hex;
+      if (!ltx::parse_hex16(h, &txid) || txid == 0) {
+        cli::error("--txid: not a TXID: " + txid_hex);
+        return cli::kUsage;
+      }
+    }
+    int64_t ts = 0;
+    if (!ts_text.empty() && !ltx::parse_timestamp(ts_text, &ts)) {
+      cli::error("--timestamp: not an RFC 3339 time: " + ts_text);
+      return cli::kUsage;
+    }
+    std::unique_ptr<ltx::PageState> state;
+    if (!state_dir.empty()) state = std::make_unique<ltx::PageState>(state_dir);
+    ltx::FdWriter out(1);
+    if (!db.empty()) {
+      int fd = ::open(db.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) ltx::fail_errno("open " + db);
+      auto r = ltx::encode_db_snapshot(fd, db, out, txid ? txid : 1, ts ? ts : ltx::now_ms(),
+                                       state.get());
+      ::close(fd);
+      if (verbose)
+        std::fprintf(stderr, "ltx-encode: snapshot %s: %u pages, checksum %s\n",
+                     ltx::format_filename(1, r.header.max_txid).c_str(), r.header.commit,
+                     ltx::hex16(r.trailer.post_apply).c_str());
+      return cli::kOk;
+    }
+    if (ltx::is_tty(0)) {
+      cli::error("refusing to read a WAL from a terminal (give --db or pipe a -wal file)");
+      return cli::kUsage;
+    }
+    if (tmpdir.empty()) {
+      const char* t = std::getenv("TMPDIR");
+      tmpdir = !state_dir.empty() ? state_dir : (t && *t ? t : "/tmp");
+    }
+    ltx::FdReader fr(0);
+    ltx::BufReader in(fr, 1 << 20);
+    ltx::wal::EventReader events(in);
+    ltx::EncodeOptions opt;
+    opt.per_txn = merge ? false : per_txn ? true : events.is_stream();
+    opt.first_txid = txid;
+    opt.timestamp = ts;
+    ltx::TxnEncoder enc(out, state.get(), opt, tmpdir);
+    int n = enc.run(events);
+    if (verbose) std::fprintf(stderr, "ltx-encode: %d LTX files\n", n);
+    return cli::kOk;
+  });
+}
