@@ -7,7 +7,7 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 BUILD    ?= build
 
-PKGS     := sqlite3 libcurl liblz4 libxxhash
+PKGS     := sqlite3 libcurl liblz4 libxxhash libcrypto
 DEPFLAGS := $(shell pkg-config --cflags $(PKGS) CLI11 2>/dev/null)
 DEPLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALLFLAGS := -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -Ilibltx/include $(DEPFLAGS) $(CXXFLAGS)
@@ -50,7 +50,7 @@ $(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a tools/cli.h
 $(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CXX) $(ALLFLAGS) -o $@ $(UNIT_SRC) $(BUILD)/libltx.a $(DEPLIBS) -lgtest -lgtest_main -pthread $(LDFLAGS)
+	$(Q)$(CXX) $(ALLFLAGS) -o $@ $(UNIT_SRC) $(BUILD)/libltx.a $(DEPLIBS) -lgtest_main -lgtest -pthread $(LDFLAGS)
 
 # The whole suite: C++ unit tests, then every bats file with a local S3
 # server (OpenStack Swift) started for the run and stopped afterwards.

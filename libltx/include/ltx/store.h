@@ -1,0 +1,112 @@
+// store.h - object stores: S3 (SigV4 over libcurl) and a local directory.
+//
+// A Store maps keys ("app/0000/0000000000000001-0000000000000001.ltx") to
+// byte objects. Keys never start with '/'. The S3 store is one bucket; the
+// file store is rooted at "/" (keys are absolute paths without the slash).
+//
+// Mechanism only: no printing, no environment. Tools read flags and the AWS
+// environment and fill S3Config. Errors throw ltx::Error (Runtime for I/O,
+// network, auth and remote errors), with the S3 error Code and Message:
+// "put app/0000/...ltx: SignatureDoesNotMatch: The request signature ...".
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ltx/io.h"
+
+namespace ltx {
+
+using Metadata = std::map<std::string, std::string>;  // lowercase names, no x-amz-meta-
+
+struct ObjectInfo {
+  std::string key;
+  uint64_t size = 0;
+  int64_t mtime_ms = 0;  // S3 LastModified, or the file's mtime
+  std::string etag;
+  Metadata meta;         // filled by head() only
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  // Stores the whole of body under key, or nothing: S3 single PUT (one
+  // part-size buffer) or multipart upload (aborted on failure); files via
+  // temp + fsync + rename. A metadata "litestream-timestamp" (RFC 3339) also
+  // sets the file store's mtime.
+  virtual void put(const std::string& key, Reader& body, const Metadata& meta = {}) = 0;
+  // Streams bytes [offset, offset+length) (length < 0: to the end) to out.
+  // A retried transfer resumes at the byte count already delivered: out
+  // never receives a byte twice. Returns the bytes written.
+  virtual uint64_t get(const std::string& key, Writer& out, uint64_t offset = 0,
+                       int64_t length = -1) = 0;
+  // The last n bytes of an object (n <= its size), e.g. an LTX trailer.
+  virtual std::string get_tail(const std::string& key, size_t n) = 0;
+  // Every key starting with prefix, in key order (ListObjectsV2 pages).
+  virtual std::vector<ObjectInfo> list(const std::string& prefix) = 0;
+  // False if the key does not exist.
+  virtual bool head(const std::string& key, ObjectInfo* info) = 0;
+  // Deletes keys (missing keys are not an error); S3 batches <= 1000 a request.
+  virtual void remove(const std::vector<std::string>& keys) = 0;
+};
+
+struct S3Config {
+  std::string endpoint;        // "http://127.0.0.1:18080"; empty: https://s3.REGION.amazonaws.com
+  std::string region = "us-east-1";
+  std::string access_key, secret_key, session_token;
+  std::string ca_bundle;       // PEM file; empty: the system default
+  enum class Addressing { Auto, Path, Virtual } addressing = Addressing::Auto;
+  bool insecure = false;       // disable TLS verification (never by default)
+  uint64_t part_size = 8u << 20;  // multipart above this; >= 5 MiB on AWS
+  int max_keys = 1000;            // ListObjectsV2 page size
+  int max_retries = 5;            // attempts after the first
+  int backoff_ms = 200;           // first backoff; doubles, capped, full jitter
+  int max_backoff_ms = 5000;
+  long connect_timeout_s = 10;
+  long low_speed_time_s = 30;     // abort a transfer below 1 byte/s for this long
+  // Progress/retry notes ("retry 2/5 after 400 ms: HTTP 503 ..."); may be null.
+  std::function<void(const std::string&)> log;
+};
+
+// Where a URL points. s3://bucket/prefix -> {S3, bucket, "prefix"};
+// file:///dir/x -> {File, "", "dir/x"} (no leading or trailing '/').
+struct Location {
+  enum class Scheme { S3, File } scheme = Scheme::File;
+  std::string bucket;
+  std::string path;
+  std::string url;  // as given
+};
+// Throws Kind::Usage on a malformed URL.
+Location parse_url(const std::string& url);
+// "a" + "b" -> "a/b"; empty parts are skipped.
+std::string join_key(const std::string& a, const std::string& b);
+
+std::unique_ptr<Store> open_s3_store(const std::string& bucket, const S3Config& cfg);
+std::unique_ptr<Store> open_file_store();
+std::unique_ptr<Store> open_store(const Location& loc, const S3Config& cfg);
+
+// ---- SigV4 (sigv4.cpp), exposed for unit tests ----
+std::string sha256_hex(const void* p, size_t n);
+std::string hmac_sha256(const std::string& key, const std::string& msg);
+// RFC 3986 unreserved kept; everything else %XX (uppercase). keep_slash for paths.
+std::string uri_encode(const std::string& s, bool keep_slash);
+struct SigV4Request {
+  std::string method, host, path;  // path already uri-encoded
+  std::vector<std::pair<std::string, std::string>> query;  // raw (unencoded)
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers to sign
+  std::string payload_hash;  // hex sha256 of the body
+};
+// Returns the headers to send (host excluded): x-amz-date,
+// x-amz-content-sha256, x-amz-security-token, Authorization, plus req.headers.
+// amz_date is "YYYYMMDDTHHMMSSZ".
+std::vector<std::pair<std::string, std::string>> sigv4_sign(
+    const SigV4Request& req, const std::string& amz_date, const std::string& region,
+    const std::string& access_key, const std::string& secret_key,
+    const std::string& session_token);
+// The query string exactly as signed: sorted, encoded, "k=v&..." ("uploads=").
+std::string canonical_query(const std::vector<std::pair<std::string, std::string>>& q);
+
+}  // namespace ltx

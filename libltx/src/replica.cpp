@@ -1,0 +1,404 @@
+// replica.cpp - Litestream v0.5 replica layout, restore planning, chain guard.
+#include "ltx/replica.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+
+#include "ltx/bytes.h"
+#include "ltx/error.h"
+
+namespace ltx {
+
+std::string ReplicaFile::name() const {
+  return std::to_string(level) + "/" + format_filename(min_txid, max_txid);
+}
+
+bool parse_replica_name(const std::string& s, int* level, uint64_t* min_txid, uint64_t* max_txid) {
+  size_t slash = s.find('/');
+  if (slash != 1 || s[0] < '0' || s[0] > '9') return false;
+  *level = s[0] - '0';
+  return parse_filename(s.substr(2), min_txid, max_txid);
+}
+
+Replica::Replica(Store& store, const Location& loc) : store_(store), loc_(loc) {}
+
+std::string Replica::level_prefix(int level) const {
+  char b[16];
+  if (loc_.scheme == Location::Scheme::S3) {
+    std::snprintf(b, sizeof b, "%04x", level);
+    return join_key(loc_.path, b) + "/";
+  }
+  return join_key(loc_.path, "ltx/" + std::to_string(level)) + "/";
+}
+
+std::string Replica::key(int level, uint64_t min_txid, uint64_t max_txid) const {
+  return level_prefix(level) + format_filename(min_txid, max_txid);
+}
+
+std::vector<ReplicaFile> Replica::list(int level) {
+  std::vector<ReplicaFile> out;
+  std::string base = loc_.scheme == Location::Scheme::S3 ? join_key(loc_.path, "")
+                                                         : join_key(loc_.path, "ltx");
+  std::string prefix = level >= 0 ? level_prefix(level) : (base.empty() ? "" : base + "/");
+  for (auto& o : store_.list(prefix)) {
+    std::string rest = o.key.substr(prefix.size());  // [<level>/]<name>
+    int lv = level;
+    std::string name = rest;
+    if (level < 0) {
+      size_t slash = rest.find('/');
+      if (slash == std::string::npos) continue;
+      std::string ls = rest.substr(0, slash);
+      name = rest.substr(slash + 1);
+      bool s3 = loc_.scheme == Location::Scheme::S3;
+      bool ok = false;
+      for (int v = 0; v <= kMaxLevel && !ok; v++) {
+        char b[8];
+        std::snprintf(b, sizeof b, s3 ? "%04x" : "%d", v);
+        if (ls == b) ok = true, lv = v;
+      }
+      if (!ok) continue;
+    }
+    ReplicaFile f;
+    if (!parse_filename(name, &f.min_txid, &f.max_txid)) continue;
+    f.level = lv;
+    f.size = o.size;
+    f.mtime_ms = o.mtime_ms;
+    f.key = o.key;
+    out.push_back(f);
+  }
+  std::sort(out.begin(), out.end(), [](const ReplicaFile& a, const ReplicaFile& b) {
+    return a.level != b.level ? a.level < b.level : a.min_txid < b.min_txid;
+  });
+  return out;
+}
+
+Trailer Replica::trailer(const ReplicaFile& f) {
+  auto it = trailers_.find(f.key);
+  if (it != trailers_.end()) return it->second;
+  std::string t = store_.get_tail(f.key, kTrailerSize);
+  auto* p = reinterpret_cast<const uint8_t*>(t.data());
+  Trailer tr{get64(p), get64(p + 8)};
+  trailers_[f.key] = tr;
+  return tr;
+}
+
+Header Replica::header(const ReplicaFile& f) {
+  auto it = headers_.find(f.key);
+  if (it != headers_.end()) return it->second;
+  StringWriter w;
+  store_.get(f.key, w, 0, kHeaderSize);
+  if (w.s.size() != kHeaderSize) fail_integrity(f.key + ": shorter than an LTX header");
+  Header h = with_context(f.key, [&] { return Header::unmarshal(reinterpret_cast<const uint8_t*>(w.s.data())); });
+  if (h.min_txid != f.min_txid || h.max_txid != f.max_txid)
+    fail_integrity(f.key + ": header TXIDs " + format_filename(h.min_txid, h.max_txid) + " do not match the name");
+  headers_[f.key] = h;
+  return h;
+}
+
+// ---- restore planning ----
+
+namespace {
+
+std::string hx(uint64_t v) { return hex16(v); }
+
+// Highest max_txid whose file header time <= t, over every level; 0 if none.
+uint64_t txid_at_time(Replica& r, const std::vector<ReplicaFile>& files, int64_t t) {
+  uint64_t best = 0;
+  for (int lv = 0; lv <= kMaxLevel; lv++) {
+    std::vector<const ReplicaFile*> fs;
+    for (auto& f : files)
+      if (f.level == lv) fs.push_back(&f);
+    // Times grow with TXID within a level: last index with time <= t.
+    size_t lo = 0, hi = fs.size();
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (r.header(*fs[mid]).timestamp <= t) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo > 0) best = std::max(best, fs[lo - 1]->max_txid);
+  }
+  return best;
+}
+
+}  // namespace
+
+RestorePlan plan_restore(Replica& r, const std::vector<ReplicaFile>& files, const RestoreTarget& t) {
+  if (files.empty()) fail_integrity("no replica files");
+  uint64_t target = 0;
+  if (t.has_txid) {
+    target = t.txid;
+  } else if (t.has_time) {
+    target = txid_at_time(r, files, t.time_ms);
+    if (target == 0) fail_integrity("no file at or before " + format_timestamp(t.time_ms));
+  } else {
+    for (auto& f : files) target = std::max(target, f.max_txid);
+  }
+  // Edges: files (levels 0..8, MinTXID > 1) by MinTXID, higher levels first.
+  std::multimap<uint64_t, const ReplicaFile*> by_min;
+  std::vector<const ReplicaFile*> snaps;
+  for (auto& f : files) {
+    if (f.max_txid > target || f.max_txid < f.min_txid) continue;
+    if (f.min_txid == 1) snaps.push_back(&f);
+    else if (f.level < kSnapshotLevel) by_min.emplace(f.min_txid, &f);
+  }
+  if (snaps.empty()) fail_integrity("no snapshot at or before TXID " + hx(target));
+  std::sort(snaps.begin(), snaps.end(), [](const ReplicaFile* a, const ReplicaFile* b) {
+    return a->max_txid != b->max_txid ? a->max_txid > b->max_txid : a->level > b->level;
+  });
+  uint64_t first_reach = 0;
+  for (size_t si = 0; si < snaps.size(); si++) {
+    const ReplicaFile* s = snaps[si];
+    // BFS over TXID positions: fewest files; on ties the higher level wins.
+    std::map<uint64_t, const ReplicaFile*> via;  // position -> file that reached it
+    std::deque<uint64_t> q{s->max_txid};
+    via[s->max_txid] = nullptr;
+    uint64_t reach = s->max_txid;
+    while (!q.empty() && !via.count(target)) {
+      uint64_t pos = q.front();
+      q.pop_front();
+      reach = std::max(reach, pos);
+      auto range = by_min.equal_range(pos + 1);
+      std::vector<const ReplicaFile*> next;
+      for (auto it = range.first; it != range.second; ++it) next.push_back(it->second);
+      std::sort(next.begin(), next.end(), [](const ReplicaFile* a, const ReplicaFile* b) {
+        return a->max_txid != b->max_txid ? a->max_txid > b->max_txid : a->level > b->level;
+      });
+      for (auto* f : next) {
+        if (via.count(f->max_txid)) continue;
+        via[f->max_txid] = f;
+        q.push_back(f->max_txid);
+      }
+    }
+    if (via.count(target)) {
+      RestorePlan plan;
+      plan.txid = target;
+      for (uint64_t pos = target; via[pos]; pos = via[pos]->min_txid - 1) plan.files.push_back(*via[pos]);
+      plan.files.push_back(*s);
+      std::reverse(plan.files.begin(), plan.files.end());
+      return plan;
+    }
+    for (auto& kv : via) reach = std::max(reach, kv.first);
+    if (si == 0) first_reach = reach;
+  }
+  fail_integrity("gap after TXID " + hx(first_reach) + ": no file starts at TXID " + hx(first_reach + 1) +
+                 " (restoring to TXID " + hx(target) + " from snapshot " + snaps[0]->name() + ")");
+}
+
+// ---- chain guard ----
+
+ChainGuard::ChainGuard(Replica& r, int level) : r_(r), level_(level) {}
+
+void ChainGuard::load() {
+  if (loaded_) return;
+  files_ = r_.list();
+  loaded_ = true;
+}
+
+uint64_t ChainGuard::post_apply_of(const ReplicaFile& f) {
+  auto it = local_.find(f.key);
+  if (it != local_.end()) return it->second.post_apply;
+  return r_.trailer(f).post_apply;
+}
+
+ChainGuard::Action ChainGuard::check(const Header& h, const Trailer& t) {
+  load();
+  std::string name = format_filename(h.min_txid, h.max_txid);
+  std::string key = r_.key(level_, h.min_txid, h.max_txid);
+  auto refuse = [&](const std::string& why) -> Action {
+    fail_integrity("refusing " + std::to_string(level_) + "/" + name + ": " + why);
+  };
+  for (auto& f : files_) {
+    if (f.key != key) continue;
+    auto it = local_.find(key);
+    Trailer rt = it != local_.end() ? it->second : r_.trailer(f);
+    if (rt.post_apply == t.post_apply && rt.file_checksum == t.file_checksum) return Action::Skip;
+    return refuse("the remote already holds a different file with this name (another database writes this prefix?)");
+  }
+  auto sums_differ = [&](uint64_t remote_post) {
+    return !h.no_checksum() && remote_post != 0 && h.pre_apply != remote_post;
+  };
+  // Latest file (highest MaxTXID) among `pool`.
+  auto latest = [&](bool this_level_only) -> const ReplicaFile* {
+    const ReplicaFile* best = nullptr;
+    for (auto& f : files_) {
+      if (this_level_only ? f.level != level_ : f.level == kSnapshotLevel && level_ != 0) continue;
+      if (!best || f.max_txid > best->max_txid || (f.max_txid == best->max_txid && f.level < best->level)) best = &f;
+    }
+    return best;
+  };
+  auto ending_at = [&](uint64_t txid) -> const ReplicaFile* {
+    for (auto& f : files_)
+      if (f.max_txid == txid) return &f;
+    return nullptr;
+  };
+
+  if (level_ == kSnapshotLevel) {
+    if (!h.snapshot()) return refuse("level 9 holds snapshots only (MinTXID 1)");
+    const ReplicaFile* e = ending_at(h.max_txid);
+    if (e && !h.no_checksum()) {
+      uint64_t p = post_apply_of(*e);
+      if (p != 0 && t.post_apply != 0 && p != t.post_apply)
+        return refuse("post-apply checksum " + hx(t.post_apply) + " differs from " + e->name() + "'s " + hx(p) +
+                      " (a different database?)");
+    }
+    return Action::Upload;
+  }
+  const ReplicaFile* last = latest(level_ != 0);
+  if (!last) {
+    if (level_ == 0 && !h.snapshot())
+      return refuse("the replica is empty and the stream does not start with a snapshot (MinTXID 1)");
+    if (level_ == 0 || h.snapshot()) return Action::Upload;
+    const ReplicaFile* e = ending_at(h.min_txid - 1);
+    if (!e) return refuse("no remote file ends at TXID " + hx(h.min_txid - 1));
+    uint64_t p = post_apply_of(*e);
+    if (sums_differ(p))
+      return refuse("pre-apply checksum " + hx(h.pre_apply) + " does not match " + e->name() + "'s post-apply " + hx(p));
+    return Action::Upload;
+  }
+  if (h.min_txid == last->max_txid + 1) {
+    uint64_t p = post_apply_of(*last);
+    if (sums_differ(p))
+      return refuse("pre-apply checksum " + hx(h.pre_apply) + " does not match the remote latest " + last->name() +
+                    " post-apply " + hx(p) + " (another database writes this prefix?)");
+    return Action::Upload;
+  }
+  if (level_ == 0 && h.snapshot() && h.max_txid > last->max_txid) return Action::Upload;
+  if (h.max_txid <= last->max_txid)
+    return refuse("the remote is already at TXID " + hx(last->max_txid) + " (" + last->name() +
+                  "); another database writes this prefix, or restore first and continue its TXIDs");
+  return refuse("gap: the remote latest is TXID " + hx(last->max_txid) + " (" + last->name() +
+                "), the stream starts at TXID " + hx(h.min_txid));
+}
+
+void ChainGuard::uploaded(const Header& h, const Trailer& t, uint64_t size) {
+  load();
+  ReplicaFile f;
+  f.level = level_;
+  f.min_txid = h.min_txid;
+  f.max_txid = h.max_txid;
+  f.size = size;
+  f.mtime_ms = h.timestamp;
+  f.key = r_.key(level_, h.min_txid, h.max_txid);
+  local_[f.key] = t;
+  for (auto& g : files_)
+    if (g.key == f.key) return;
+  files_.push_back(f);
+}
+
+// ---- plan check ----
+
+void PlanCheckWriter::begin(const ReplicaFile& f) {
+  cur_ = f;
+  head_.clear();
+  seen_ = 0;
+}
+
+void PlanCheckWriter::write(const void* p, size_t n) {
+  auto* b = static_cast<const uint8_t*>(p);
+  size_t off = 0;
+  if (head_.size() < kHeaderSize) {
+    size_t k = std::min(n, size_t(kHeaderSize) - head_.size());
+    head_.append(reinterpret_cast<const char*>(b), k);
+    off = k;
+    if (head_.size() < kHeaderSize) {
+      seen_ += n;
+      return;
+    }
+    Header h = with_context(cur_.key, [&] { return Header::unmarshal(reinterpret_cast<const uint8_t*>(head_.data())); });
+    if (h.min_txid != cur_.min_txid || h.max_txid != cur_.max_txid)
+      fail_integrity(cur_.key + ": header TXIDs " + format_filename(h.min_txid, h.max_txid) + " do not match the name");
+    if (have_prev_ && !h.snapshot()) {
+      if (h.min_txid != prev_max_ + 1)
+        fail_integrity(cur_.key + ": TXID gap after " + hex16(prev_max_));
+      if (!h.no_checksum() && prev_post_ != 0 && h.pre_apply != prev_post_)
+        fail_integrity(cur_.key + ": pre-apply checksum " + hex16(h.pre_apply) +
+                       " does not match the previous file's post-apply " + hex16(prev_post_));
+    }
+    out_.write(head_.data(), head_.size());
+  }
+  if (n > off) out_.write(b + off, n - off);
+  // keep the last 16 bytes
+  for (size_t i = (n > 16 ? n - 16 : 0); i < n; i++) {
+    std::memmove(tail_, tail_ + 1, 15);
+    tail_[15] = b[i];
+  }
+  seen_ += n;
+}
+
+void PlanCheckWriter::end() {
+  if (seen_ < kHeaderSize + kTrailerSize) fail_integrity(cur_.key + ": truncated object");
+  prev_post_ = get64(tail_);
+  prev_max_ = cur_.max_txid;
+  have_prev_ = true;
+}
+
+// ---- spool ----
+
+Spool::Spool(size_t mem_limit, const std::string& tmpdir) : limit_(mem_limit), tmpdir_(tmpdir) {
+  if (tmpdir_.empty()) tmpdir_ = "/tmp";
+}
+
+Spool::~Spool() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Spool::clear() {
+  mem_.clear();
+  size_ = 0;
+  if (fd_ >= 0 && ::ftruncate(fd_, 0) != 0) fail_errno("spool: truncate");
+}
+
+void Spool::write(const void* p, size_t n) {
+  if (fd_ < 0 && mem_.size() + n <= limit_) {
+    mem_.append(static_cast<const char*>(p), n);
+    size_ += n;
+    return;
+  }
+  if (fd_ < 0) {
+    fd_ = ::open(tmpdir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      std::string tmpl = tmpdir_ + "/s3-put-spool-XXXXXX";
+      fd_ = ::mkstemp(&tmpl[0]);
+      if (fd_ < 0) fail_errno("spool: create temp file in " + tmpdir_);
+      ::unlink(tmpl.c_str());
+    }
+  }
+  if (!mem_.empty() && size_ == mem_.size()) {
+    pwrite_all(fd_, mem_.data(), mem_.size(), 0);
+    mem_.clear();
+    mem_.shrink_to_fit();
+  }
+  pwrite_all(fd_, p, n, size_);
+  size_ += n;
+}
+
+namespace {
+class SpoolReader : public Reader {
+ public:
+  SpoolReader(const std::string* mem, int fd, uint64_t size) : mem_(mem), fd_(fd), size_(size) {}
+  size_t read(void* buf, size_t n) override {
+    size_t k = size_t(std::min<uint64_t>(n, size_ - off_));
+    if (k == 0) return 0;
+    if (mem_) std::memcpy(buf, mem_->data() + off_, k);
+    else if (pread_full(fd_, buf, k, off_) != k) fail_runtime("spool: short read");
+    off_ += k;
+    return k;
+  }
+
+ private:
+  const std::string* mem_;
+  int fd_;
+  uint64_t size_, off_ = 0;
+};
+}  // namespace
+
+std::unique_ptr<Reader> Spool::reader() {
+  return std::make_unique<SpoolReader>(fd_ < 0 ? &mem_ : nullptr, fd_, size_);
+}
+
+}  // namespace ltx

@@ -1,0 +1,658 @@
+// s3.cpp - an S3 client on one reused libcurl handle: SigV4, retries with
+// capped exponential backoff and full jitter, resumable ranged GET,
+// multipart upload with one part-size buffer, ListObjectsV2, DeleteObjects.
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "ltx/error.h"
+#include "ltx/store.h"
+
+namespace ltx {
+
+namespace {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Text of the first <tag>...</tag> at or after *pos; advances *pos past it.
+bool xml_tag(const std::string& x, const std::string& tag, std::string* out, size_t* pos = nullptr) {
+  size_t from = pos ? *pos : 0;
+  std::string open = "<" + tag + ">", close = "</" + tag + ">";
+  size_t a = x.find(open, from);
+  if (a == std::string::npos) return false;
+  a += open.size();
+  size_t b = x.find(close, a);
+  if (b == std::string::npos) return false;
+  *out = x.substr(a, b - a);
+  if (pos) *pos = b + close.size();
+  return true;
+}
+
+std::string xml_unescape(const std::string& s) {
+  std::string o;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] != '&') { o += s[i]; continue; }
+    size_t e = s.find(';', i);
+    if (e == std::string::npos) { o += s[i]; continue; }
+    std::string ent = s.substr(i + 1, e - i - 1);
+    if (ent == "amp") o += '&';
+    else if (ent == "lt") o += '<';
+    else if (ent == "gt") o += '>';
+    else if (ent == "quot") o += '"';
+    else if (ent == "apos") o += '\'';
+    else if (!ent.empty() && ent[0] == '#') {
+      unsigned long cp = ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X')
+                             ? std::strtoul(ent.c_str() + 2, nullptr, 16)
+                             : std::strtoul(ent.c_str() + 1, nullptr, 10);
+      if (cp < 0x80) o += char(cp);
+      else if (cp < 0x800) { o += char(0xC0 | (cp >> 6)); o += char(0x80 | (cp & 0x3F)); }
+      else if (cp < 0x10000) {
+        o += char(0xE0 | (cp >> 12)); o += char(0x80 | ((cp >> 6) & 0x3F)); o += char(0x80 | (cp & 0x3F));
+      } else {
+        o += char(0xF0 | (cp >> 18)); o += char(0x80 | ((cp >> 12) & 0x3F));
+        o += char(0x80 | ((cp >> 6) & 0x3F)); o += char(0x80 | (cp & 0x3F));
+      }
+    } else { o += s.substr(i, e - i + 1); }
+    i = e;
+  }
+  return o;
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      case '\'': o += "&apos;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+// "2024-01-02T03:04:05.678Z" -> ms; 0 if unparsable.
+int64_t parse_iso(const std::string& s) {
+  struct tm tm {};
+  const char* rest = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!rest) return 0;
+  int64_t ms = int64_t(timegm(&tm)) * 1000;
+  if (*rest == '.') {
+    int64_t frac = 0, scale = 100;
+    for (rest++; *rest >= '0' && *rest <= '9'; rest++, scale /= 10) frac += (*rest - '0') * scale;
+    ms += frac;
+  }
+  return ms;
+}
+
+// "Tue, 02 Jan 2024 03:04:05 GMT" -> ms; 0 if unparsable.
+int64_t parse_http_date(const std::string& s) {
+  struct tm tm {};
+  if (!strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &tm)) return 0;
+  return int64_t(timegm(&tm)) * 1000;
+}
+
+std::string base64(const unsigned char* p, size_t n) {
+  std::string o(4 * ((n + 2) / 3) + 1, '\0');
+  int k = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&o[0]), p, int(n));
+  o.resize(size_t(k));
+  return o;
+}
+
+std::string md5_base64(const std::string& s) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(s.data(), s.size(), md, &len, EVP_md5(), nullptr);
+  return base64(md, len);
+}
+
+void curl_init_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+struct Request {
+  std::string method = "GET";
+  std::string key;    // empty: the bucket
+  std::vector<std::pair<std::string, std::string>> query;
+  Headers headers;    // signed (x-amz-*, range, content-md5)
+  const uint8_t* body = nullptr;
+  size_t body_len = 0;
+  Writer* sink = nullptr;        // 2xx body goes here (GET), else into Response::body
+  uint64_t range_start = 0;      // for sink GETs: first byte wanted
+  int64_t range_len = -1;        // -1: to the end
+  std::string raw_range;         // e.g. "bytes=-16" (no resume)
+};
+
+struct Response {
+  long status = 0;
+  std::map<std::string, std::string> headers;  // lowercase names
+  std::string body;
+};
+
+// One transfer's state, shared with the curl callbacks.
+struct Xfer {
+  CURL* h;
+  Response* resp;
+  Writer* sink;
+  uint64_t want_start = 0; // first byte asked for with Range
+  bool skip_set = false;
+  uint64_t skip = 0;       // bytes to drop (server ignored our Range)
+  uint64_t delivered = 0;  // bytes handed to sink this attempt
+  std::exception_ptr sink_err;
+  const uint8_t* body;
+  size_t body_len, body_pos = 0;
+};
+
+size_t on_header(char* p, size_t sz, size_t n, void* ud) {
+  auto* x = static_cast<Xfer*>(ud);
+  std::string line(p, sz * n);
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+  if (line.compare(0, 5, "HTTP/") == 0) {
+    x->resp->headers.clear();
+    size_t sp = line.find(' ');
+    x->resp->status = sp == std::string::npos ? 0 : std::strtol(line.c_str() + sp + 1, nullptr, 10);
+  } else {
+    size_t c = line.find(':');
+    if (c != std::string::npos) {
+      size_t v = line.find_first_not_of(' ', c + 1);
+      x->resp->headers[lower(line.substr(0, c))] = v == std::string::npos ? "" : line.substr(v);
+    }
+  }
+  return sz * n;
+}
+
+size_t on_write(char* p, size_t sz, size_t n, void* ud) {
+  auto* x = static_cast<Xfer*>(ud);
+  size_t len = sz * n;
+  long st = x->resp->status;
+  if (x->sink && (st == 200 || st == 206)) {
+    size_t off = 0;
+    if (!x->skip_set) {  // a 200 to a ranged GET: the server ignored Range
+      x->skip_set = true;
+      if (st == 200) x->skip = x->want_start;
+    }
+    if (x->skip) {
+      off = size_t(std::min<uint64_t>(x->skip, len));
+      x->skip -= off;
+    }
+    try {
+      if (len > off) x->sink->write(p + off, len - off);
+    } catch (...) {
+      x->sink_err = std::current_exception();
+      return 0;
+    }
+    x->delivered += len - off;
+  } else {
+    if (x->resp->body.size() + len > (64u << 20)) return 0;  // hostile response
+    x->resp->body.append(p, len);
+  }
+  return len;
+}
+
+size_t on_read(char* p, size_t sz, size_t n, void* ud) {
+  auto* x = static_cast<Xfer*>(ud);
+  size_t k = std::min(sz * n, x->body_len - x->body_pos);
+  if (k) std::memcpy(p, x->body + x->body_pos, k);
+  x->body_pos += k;
+  return k;
+}
+
+struct TransportError {
+  CURLcode code;
+  std::string msg;
+};
+
+class S3Store : public Store {
+ public:
+  S3Store(const std::string& bucket, const S3Config& cfg) : cfg_(cfg), bucket_(bucket) {
+    curl_init_once();
+    if (bucket.empty()) fail(Kind::Usage, "empty bucket name");
+    if (cfg_.region.empty()) cfg_.region = "us-east-1";
+    std::string ep = cfg_.endpoint;
+    bool aws = ep.empty();
+    if (aws) ep = "https://s3." + cfg_.region + ".amazonaws.com";
+    size_t sep = ep.find("://");
+    if (sep == std::string::npos) fail(Kind::Usage, "endpoint " + ep + ": want http://HOST[:PORT] or https://...");
+    scheme_ = lower(ep.substr(0, sep));
+    if (scheme_ != "http" && scheme_ != "https") fail(Kind::Usage, "endpoint " + ep + ": scheme must be http or https");
+    std::string rest = ep.substr(sep + 3);
+    size_t slash = rest.find('/');
+    host_ = lower(rest.substr(0, slash));
+    base_path_ = slash == std::string::npos ? "" : rest.substr(slash);
+    while (!base_path_.empty() && base_path_.back() == '/') base_path_.pop_back();
+    if (host_.empty()) fail(Kind::Usage, "endpoint " + ep + ": no host");
+    using A = S3Config::Addressing;
+    virtual_ = cfg_.addressing == A::Virtual ||
+               (cfg_.addressing == A::Auto && aws && bucket.find('.') == std::string::npos);
+    if (virtual_) host_ = bucket_ + "." + host_;
+    if (cfg_.part_size < (1u << 20)) cfg_.part_size = 1u << 20;
+    h_ = curl_easy_init();
+    if (!h_) fail_runtime("curl_easy_init failed");
+    rng_.seed(std::random_device{}());
+  }
+  ~S3Store() override {
+    if (h_) curl_easy_cleanup(h_);
+  }
+
+  void put(const std::string& key, Reader& body, const Metadata& meta) override {
+    with_context("put " + key, [&] {
+      std::vector<uint8_t> buf(cfg_.part_size + 1);
+      size_t n = read_full(body, buf.data(), buf.size());
+      if (n <= cfg_.part_size) {
+        Request r;
+        r.method = "PUT";
+        r.key = key;
+        add_meta(r, meta);
+        r.body = buf.data();
+        r.body_len = n;
+        request(r);
+        return;
+      }
+      multipart(key, body, meta, buf, n);
+    });
+  }
+
+  uint64_t get(const std::string& key, Writer& out, uint64_t offset, int64_t length) override {
+    return with_context("get " + key, [&] {
+      Request r;
+      r.key = key;
+      r.sink = &out;
+      r.range_start = offset;
+      r.range_len = length;
+      uint64_t got = 0;
+      request(r, &got);
+      return got;
+    });
+  }
+
+  std::string get_tail(const std::string& key, size_t n) override {
+    return with_context("get " + key, [&] {
+      Request r;
+      r.key = key;
+      r.raw_range = "bytes=-" + std::to_string(n);
+      Response resp = request(r);
+      std::string& b = resp.body;
+      if (b.size() < n) fail_integrity("object is shorter than " + std::to_string(n) + " bytes");
+      return b.substr(b.size() - n);
+    });
+  }
+
+  std::vector<ObjectInfo> list(const std::string& prefix) override {
+    return with_context("list s3://" + bucket_ + "/" + prefix, [&] {
+      std::vector<ObjectInfo> out;
+      std::string token;
+      for (int page = 0;; page++) {
+        Request r;
+        r.query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", std::to_string(cfg_.max_keys)}};
+        if (!token.empty()) r.query.emplace_back("continuation-token", token);
+        Response resp = request(r);
+        const std::string& x = resp.body;
+        if (x.find("<ListBucketResult") == std::string::npos)
+          fail_runtime("unexpected ListObjectsV2 response (HTTP " + std::to_string(resp.status) + ")");
+        size_t pos = 0;
+        std::string c;
+        while (xml_tag(x, "Contents", &c, &pos)) {
+          ObjectInfo o;
+          std::string v;
+          if (!xml_tag(c, "Key", &v)) fail_runtime("ListObjectsV2: entry without a Key");
+          o.key = xml_unescape(v);
+          if (xml_tag(c, "Size", &v)) o.size = std::strtoull(v.c_str(), nullptr, 10);
+          if (xml_tag(c, "LastModified", &v)) o.mtime_ms = parse_iso(v);
+          if (xml_tag(c, "ETag", &v)) o.etag = xml_unescape(v);
+          out.push_back(std::move(o));
+        }
+        std::string trunc, next;
+        xml_tag(x, "IsTruncated", &trunc);
+        if (trunc != "true") break;
+        if (!xml_tag(x, "NextContinuationToken", &next) || next.empty())
+          fail_runtime("ListObjectsV2: truncated page without a continuation token");
+        token = xml_unescape(next);
+        if (page > 10000000) fail_runtime("ListObjectsV2: too many pages");
+      }
+      std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+      return out;
+    });
+  }
+
+  bool head(const std::string& key, ObjectInfo* info) override {
+    return with_context("head " + key, [&] {
+      Request r;
+      r.method = "HEAD";
+      r.key = key;
+      Response resp = request(r, nullptr, true);
+      if (resp.status == 404) return false;
+      if (info) {
+        info->key = key;
+        info->size = std::strtoull(resp.headers["content-length"].c_str(), nullptr, 10);
+        info->mtime_ms = parse_http_date(resp.headers["last-modified"]);
+        info->etag = resp.headers["etag"];
+        info->meta.clear();
+        for (auto& h : resp.headers)
+          if (h.first.compare(0, 11, "x-amz-meta-") == 0) info->meta[h.first.substr(11)] = h.second;
+      }
+      return true;
+    });
+  }
+
+  void remove(const std::vector<std::string>& keys) override {
+    for (size_t i = 0; i < keys.size(); i += 1000) {
+      size_t end = std::min(keys.size(), i + 1000);
+      with_context("delete " + keys[i] + (end - i > 1 ? " (+" + std::to_string(end - i - 1) + " more)" : ""), [&] {
+        std::string xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Delete><Quiet>true</Quiet>";
+        for (size_t j = i; j < end; j++) xml += "<Object><Key>" + xml_escape(keys[j]) + "</Key></Object>";
+        xml += "</Delete>";
+        Request r;
+        r.method = "POST";
+        r.query = {{"delete", ""}};
+        r.headers = {{"Content-MD5", md5_base64(xml)}};
+        r.body = reinterpret_cast<const uint8_t*>(xml.data());
+        r.body_len = xml.size();
+        Response resp = request(r);
+        size_t pos = 0;
+        std::string e;
+        while (xml_tag(resp.body, "Error", &e, &pos)) {
+          std::string k, code, msg;
+          xml_tag(e, "Key", &k);
+          xml_tag(e, "Code", &code);
+          xml_tag(e, "Message", &msg);
+          if (code == "NoSuchKey") continue;
+          fail_runtime(xml_unescape(k) + ": " + code + ": " + xml_unescape(msg));
+        }
+      });
+    }
+  }
+
+ private:
+  static void add_meta(Request& r, const Metadata& meta) {
+    for (auto& m : meta) r.headers.emplace_back("x-amz-meta-" + lower(m.first), m.second);
+  }
+
+  void multipart(const std::string& key, Reader& body, const Metadata& meta,
+                 std::vector<uint8_t>& buf, size_t n) {
+    Request init;
+    init.method = "POST";
+    init.key = key;
+    init.query = {{"uploads", ""}};
+    add_meta(init, meta);
+    Response ir = request(init);
+    std::string upload_id;
+    if (!xml_tag(ir.body, "UploadId", &upload_id) || upload_id.empty())
+      fail_runtime("CreateMultipartUpload: no UploadId in the response");
+    upload_id = xml_unescape(upload_id);
+    try {
+      std::string parts;
+      uint64_t total = 0;
+      for (int num = 1;; num++) {
+        // buf holds n bytes; the part is the first min(n, part_size), the
+        // one extra byte (if read) starts the next part.
+        size_t len = std::min<size_t>(n, cfg_.part_size);
+        if (num > 10000) fail_runtime("more than 10000 parts: raise the part size");
+        Request pr;
+        pr.method = "PUT";
+        pr.key = key;
+        pr.query = {{"partNumber", std::to_string(num)}, {"uploadId", upload_id}};
+        pr.body = buf.data();
+        pr.body_len = len;
+        Response resp = with_context("part " + std::to_string(num), [&] { return request(pr); });
+        std::string etag = resp.headers["etag"];
+        if (etag.empty()) fail_runtime("part " + std::to_string(num) + ": no ETag in the response");
+        parts += "<Part><PartNumber>" + std::to_string(num) + "</PartNumber><ETag>" + xml_escape(etag) +
+                 "</ETag></Part>";
+        total += len;
+        if (n <= len) break;
+        std::memmove(buf.data(), buf.data() + len, n - len);
+        n = n - len;
+        n += read_full(body, buf.data() + n, buf.size() - n);
+      }
+      std::string xml = "<CompleteMultipartUpload>" + parts + "</CompleteMultipartUpload>";
+      Request cr;
+      cr.method = "POST";
+      cr.key = key;
+      cr.query = {{"uploadId", upload_id}};
+      cr.body = reinterpret_cast<const uint8_t*>(xml.data());
+      cr.body_len = xml.size();
+      complete(cr, key, total);
+    } catch (...) {
+      try {
+        Request ar;
+        ar.method = "DELETE";
+        ar.key = key;
+        ar.query = {{"uploadId", upload_id}};
+        request(ar);
+      } catch (...) {
+        // best effort; the original error is the one to report
+      }
+      throw;
+    }
+  }
+
+  // CompleteMultipartUpload may answer 200 with an <Error> body; a retried
+  // complete whose first attempt succeeded answers NoSuchUpload.
+  void complete(Request& cr, const std::string& key, uint64_t total) {
+    for (int attempt = 0;; attempt++) {
+      try {
+        Response resp = request(cr);
+        std::string e;
+        if (!xml_tag(resp.body, "Error", &e)) return;
+        std::string code, msg;
+        xml_tag(e, "Code", &code);
+        xml_tag(e, "Message", &msg);
+        if ((code != "InternalError" && code != "SlowDown") || attempt >= cfg_.max_retries)
+          fail_runtime("CompleteMultipartUpload: " + code + ": " + xml_unescape(msg));
+        backoff(attempt, "CompleteMultipartUpload: " + code);
+      } catch (const Error& err) {
+        if (attempt == 0 && std::string(err.what()).find("NoSuchUpload") == std::string::npos) throw;
+        ObjectInfo oi;
+        if (std::string(err.what()).find("NoSuchUpload") != std::string::npos && head(key, &oi) &&
+            oi.size == total)
+          return;
+        throw;
+      }
+    }
+  }
+
+  void backoff(int attempt, const std::string& why) {
+    int64_t cap = std::min<int64_t>(cfg_.max_backoff_ms, int64_t(cfg_.backoff_ms) << std::min(attempt, 20));
+    std::uniform_int_distribution<int64_t> d(cap / 2, std::max<int64_t>(cap / 2, cap));
+    int64_t ms = d(rng_);
+    if (cfg_.log)
+      cfg_.log("retry " + std::to_string(attempt + 1) + "/" + std::to_string(cfg_.max_retries) + " in " +
+               std::to_string(ms) + " ms: " + why);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  }
+
+  static bool transient_curl(CURLcode c) {
+    switch (c) {
+      case CURLE_COULDNT_CONNECT:
+      case CURLE_COULDNT_RESOLVE_HOST:
+      case CURLE_OPERATION_TIMEDOUT:
+      case CURLE_SEND_ERROR:
+      case CURLE_RECV_ERROR:
+      case CURLE_GOT_NOTHING:
+      case CURLE_PARTIAL_FILE:
+      case CURLE_HTTP2:
+      case CURLE_HTTP2_STREAM:
+      case CURLE_SSL_CONNECT_ERROR:
+      case CURLE_WRITE_ERROR:  // only when not a sink failure (checked first)
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  // Performs r with retries. For sink GETs, *got counts bytes delivered.
+  // allow_404: return a 404 response instead of throwing (HEAD).
+  Response request(Request& r, uint64_t* got = nullptr, bool allow_404 = false) {
+    uint64_t delivered = 0;
+    std::string etag;  // pinned after the first sink response
+    for (int attempt = 0;; attempt++) {
+      Response resp;
+      std::string why;
+      try {
+        Request a = r;
+        if (r.sink) {
+          if (r.range_len >= 0 && uint64_t(r.range_len) == delivered && delivered > 0) break;
+          if (r.range_start + delivered > 0 || r.range_len >= 0) {
+            std::string range = "bytes=" + std::to_string(r.range_start + delivered) + "-";
+            if (r.range_len >= 0) {
+              if (r.range_len == 0) return resp;
+              range += std::to_string(r.range_start + uint64_t(r.range_len) - 1);
+            }
+            a.headers.emplace_back("Range", range);
+          }
+          if (!etag.empty()) a.headers.emplace_back("If-Match", etag);
+        } else if (!r.raw_range.empty()) {
+          a.headers.emplace_back("Range", r.raw_range);
+        }
+        uint64_t d = 0;
+        perform(a, resp, &d, r.range_start + delivered);
+        delivered += d;
+        if (r.sink && etag.empty()) etag = resp.headers["etag"];
+      } catch (const TransportError& te) {
+        why = te.msg;
+        if (!transient_curl(te.code)) fail_runtime(why);
+      }
+      if (why.empty()) {
+        long st = resp.status;
+        if ((st >= 200 && st < 300) || (allow_404 && st == 404)) {
+          if (got) *got = delivered;
+          return resp;
+        }
+        std::string code, msg;
+        xml_tag(resp.body, "Code", &code);
+        xml_tag(resp.body, "Message", &msg);
+        msg = xml_unescape(msg);
+        if (code.empty()) {
+          code = "HTTP " + std::to_string(st);
+          if (st == 404) msg = r.key.empty() ? "bucket not found" : "no such key";
+          else if (st == 403) msg = "access denied (check the credentials, region and clock)";
+          else if (st == 301 || st == 307) msg = "wrong region or endpoint for this bucket";
+          else if (msg.empty()) msg = "no error details";
+        }
+        if (st == 404 && code == "NoSuchBucket") msg = "bucket " + bucket_ + " does not exist";
+        why = code + ": " + msg;
+        if (st == 412 && r.sink) fail_runtime("object changed during the download: " + why);
+        bool retry = st >= 500 || st == 429 || code == "RequestTimeout" || code == "SlowDown";
+        if (!retry) fail_runtime(why);
+      }
+      if (attempt >= cfg_.max_retries)
+        fail_runtime(why + " (gave up after " + std::to_string(attempt + 1) + " attempts)");
+      backoff(attempt, why);
+    }
+    if (got) *got = delivered;
+    return Response{};
+  }
+
+  std::string url_path(const std::string& key) const {
+    std::string p = base_path_;
+    if (!virtual_) p += "/" + uri_encode(bucket_, false);
+    if (!key.empty() || virtual_) p += "/" + uri_encode(key, true);
+    return p;
+  }
+
+  void perform(const Request& r, Response& resp, uint64_t* delivered, uint64_t want_start) {
+    CURL* h = h_;
+    curl_easy_reset(h);
+    std::string path = url_path(r.key);
+    std::string q = canonical_query(r.query);
+    std::string url = scheme_ + "://" + host_ + path + (q.empty() ? "" : "?" + q);
+
+    char date[32];
+    time_t now = time(nullptr);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%Y%m%dT%H%M%SZ", &tm);
+
+    SigV4Request sr;
+    sr.method = r.method;
+    sr.host = host_;
+    sr.path = path;
+    sr.query = r.query;
+    sr.headers = r.headers;
+    sr.payload_hash = sha256_hex(r.body ? r.body : reinterpret_cast<const uint8_t*>(""), r.body_len);
+    Headers send = sigv4_sign(sr, date, cfg_.region, cfg_.access_key, cfg_.secret_key, cfg_.session_token);
+
+    struct curl_slist* hl = nullptr;
+    auto add = [&](const std::string& s) { hl = curl_slist_append(hl, s.c_str()); };
+    add("Host: " + host_);
+    for (auto& kv : send) add(kv.first + ": " + kv.second);
+    add("Expect:");
+    if (r.method == "POST") add("Content-Type: application/xml");
+
+    Xfer x{h, &resp, r.sink};
+    x.body = r.body;
+    x.body_len = r.body_len;
+    x.want_start = want_start;
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, cfg_.connect_timeout_s);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, cfg_.low_speed_time_s);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cfg_.insecure ? 0L : 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cfg_.insecure ? 0L : 2L);
+    if (!cfg_.ca_bundle.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, cfg_.ca_bundle.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (r.method == "HEAD") {
+      curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (r.method == "PUT") {
+      curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+      curl_easy_setopt(h, CURLOPT_READDATA, &x);
+      curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, curl_off_t(r.body_len));
+    } else if (r.method == "POST") {
+      curl_easy_setopt(h, CURLOPT_POST, 1L);
+      curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+      curl_easy_setopt(h, CURLOPT_READDATA, &x);
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(r.body_len));
+    } else if (r.method != "GET") {
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r.method.c_str());
+    }
+    struct Guard {
+      curl_slist* l;
+      ~Guard() { curl_slist_free_all(l); }
+    } guard{hl};
+    CURLcode rc = curl_easy_perform(h);
+    *delivered = x.delivered;
+    if (x.sink_err) std::rethrow_exception(x.sink_err);
+    if (rc != CURLE_OK) {
+      std::string where = r.method + " " + scheme_ + "://" + host_;
+      throw TransportError{rc, std::string(curl_easy_strerror(rc)) + " (" + where + ")"};
+    }
+  }
+
+  S3Config cfg_;
+  std::string bucket_, scheme_, host_, base_path_;
+  bool virtual_ = false;
+  CURL* h_ = nullptr;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> open_s3_store(const std::string& bucket, const S3Config& cfg) {
+  return std::make_unique<S3Store>(bucket, cfg);
+}
+
+}  // namespace ltx
