@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
     }
     ltx::FdReader fr(0);
     ltx::BufReader in(fr, 1 << 20);
+    const uint8_t* peek;
+    if (in.peek(&peek, 1) == 0) ltx::fail_integrity("empty input: expected a -wal file or a WAL stream");
     ltx::wal::EventReader events(in);
     ltx::EncodeOptions opt;
     opt.per_txn = merge ? false : per_txn ? true : events.is_stream();
