@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -157,7 +158,28 @@ struct Xfer {
   std::exception_ptr sink_err;
   const uint8_t* body;
   size_t body_len, body_pos = 0;
+  long stall_s = 30;        // abort when no byte moves for this long
+  curl_off_t last_bytes = -1;
+  std::chrono::steady_clock::time_point last_move;
+  bool stalled = false;
 };
+
+// Stall detection: curl's LOW_SPEED averages over a window and reacts late
+// after a burst; this aborts when no byte moved for stall_s seconds.
+int on_progress(void* ud, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+  auto* x = static_cast<Xfer*>(ud);
+  auto now = std::chrono::steady_clock::now();
+  if (dlnow + ulnow != x->last_bytes) {
+    x->last_bytes = dlnow + ulnow;
+    x->last_move = now;
+    return 0;
+  }
+  if (now - x->last_move > std::chrono::seconds(x->stall_s)) {
+    x->stalled = true;
+    return 1;
+  }
+  return 0;
+}
 
 size_t on_header(char* p, size_t sz, size_t n, void* ud) {
   auto* x = static_cast<Xfer*>(ud);
@@ -504,6 +526,7 @@ class S3Store : public Store {
     for (int attempt = 0;; attempt++) {
       Response resp;
       std::string why;
+      uint64_t d = 0;  // bytes this attempt delivered, even if it failed
       try {
         Request a = r;
         if (r.sink) {
@@ -520,14 +543,17 @@ class S3Store : public Store {
         } else if (!r.raw_range.empty()) {
           a.headers.emplace_back("Range", r.raw_range);
         }
-        uint64_t d = 0;
         perform(a, resp, &d, r.range_start + delivered);
         delivered += d;
-        if (r.sink && etag.empty()) etag = resp.headers["etag"];
+        d = 0;
       } catch (const TransportError& te) {
+        delivered += d;
         why = te.msg;
         if (!transient_curl(te.code)) fail_runtime(why);
       }
+      // Pin the object version for resumed ranges (If-Match).
+      if (r.sink && etag.empty() && (resp.status == 200 || resp.status == 206))
+        etag = resp.headers["etag"];
       if (why.empty()) {
         long st = resp.status;
         if ((st >= 200 && st < 300) || (allow_404 && st == 404)) {
@@ -599,6 +625,8 @@ class S3Store : public Store {
     x.body = r.body;
     x.body_len = r.body_len;
     x.want_start = want_start;
+    x.stall_s = cfg_.low_speed_time_s;
+    x.last_move = std::chrono::steady_clock::now();
     curl_easy_setopt(h, CURLOPT_URL, url.c_str());
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -608,8 +636,9 @@ class S3Store : public Store {
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, cfg_.connect_timeout_s);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, cfg_.low_speed_time_s);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cfg_.insecure ? 0L : 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cfg_.insecure ? 0L : 2L);
     if (!cfg_.ca_bundle.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, cfg_.ca_bundle.c_str());
@@ -636,6 +665,9 @@ class S3Store : public Store {
     CURLcode rc = curl_easy_perform(h);
     *delivered = x.delivered;
     if (x.sink_err) std::rethrow_exception(x.sink_err);
+    if (rc == CURLE_ABORTED_BY_CALLBACK && x.stalled)
+      throw TransportError{CURLE_OPERATION_TIMEDOUT, "stalled: no data for " + std::to_string(x.stall_s) +
+                                                         " s (" + r.method + " " + scheme_ + "://" + host_ + ")"};
     if (rc != CURLE_OK) {
       std::string where = r.method + " " + scheme_ + "://" + host_;
       throw TransportError{rc, std::string(curl_easy_strerror(rc)) + " (" + where + ")"};

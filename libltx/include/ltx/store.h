@@ -66,7 +66,7 @@ struct S3Config {
   int backoff_ms = 200;           // first backoff; doubles, capped, full jitter
   int max_backoff_ms = 5000;
   long connect_timeout_s = 10;
-  long low_speed_time_s = 30;     // abort a transfer below 1 byte/s for this long
+  long low_speed_time_s = 30;     // abort a transfer when no byte moves for this long
   // Progress/retry notes ("retry 2/5 after 400 ms: HTTP 503 ..."); may be null.
   std::function<void(const std::string&)> log;
 };
