@@ -172,3 +172,17 @@ no_uploads_left() {
   assert_output --partial "gave up after 2 attempts"
   [ $(( $(date +%s) - start )) -lt 15 ]
 }
+
+@test "transport: virtual-hosted addressing (BUCKET.localhost) and path-style agree" {
+  url=$(s3_url vh)
+  head -c 7000 /dev/urandom > "$T/o"
+  vh=(--endpoint "http://localhost:$(s3_port)" --addressing virtual)
+  s3-put --raw "${vh[@]}" "$url/k y" < "$T/o"
+  s3-get --raw "$url/k y" | cmp - "$T/o"
+  s3-get --raw "${vh[@]}" "$url/k y" | cmp - "$T/o"
+  run s3-ls --raw "${vh[@]}" "$url"
+  assert_output --partial "k y	7000"
+  s3-rm --raw "${vh[@]}" "$url" "k y"
+  run s3-ls --raw "$url"
+  assert_output ""
+}

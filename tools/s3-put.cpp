@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
   return cli::run(app, argc, argv, [&] {
     ltx::install_cleanup_handlers();
     ltx::Location loc = ltx::parse_url(o.url);
+    if (ltx::is_tty(0)) ltx::fail(ltx::Kind::Usage, "refusing to read from a terminal (redirect stdin)");
     ltx::S3Config cfg = s3cli::config(o.s3, loc);
     auto store = ltx::open_store(loc, cfg);
     return o.raw ? put_raw(o, loc, *store) : put_stream(o, loc, *store);
