@@ -28,7 +28,7 @@ no_uploads_left() {
   assert_success
   rss_kb=${lines[-1]}
   echo "s3-put peak RSS: ${rss_kb} kB" >&3
-  [ "$rss_kb" -lt 40000 ]
+  [ "$rss_kb" -lt 48000 ]  # 64 MiB slurped would be > 65000 (ASan build: ~36000)
   s3-get --raw "$url/big" > "$T/back"
   cmp "$T/big" "$T/back"
   run s3-ls --raw "$url"

@@ -111,10 +111,12 @@ build_compactor() {
   LTX_COMPACT="$BATS_FILE_TMPDIR/ltx-compact"
   export LTX_COMPACT
   [ -x "$LTX_COMPACT" ] && return 0
+  local cc=(g++ -std=c++17 -O1 -I"$REPO_ROOT/libltx/include" "$REPO_ROOT/tests/tools/ltx-compact.cpp"
+    "$WALSYNC_BIN/../libltx.a")
   # shellcheck disable=SC2046
-  g++ -std=c++17 -O1 -I"$REPO_ROOT/libltx/include" "$REPO_ROOT/tests/tools/ltx-compact.cpp" \
-    "$WALSYNC_BIN/../libltx.a" $(pkg-config --libs liblz4 libxxhash libcrypto libcurl sqlite3) \
-    -o "$LTX_COMPACT"
+  "${cc[@]}" $(pkg-config --libs liblz4 libxxhash libcrypto libcurl sqlite3) -o "$LTX_COMPACT" 2>/dev/null ||
+    "${cc[@]}" -fsanitize=address,undefined $(pkg-config --libs liblz4 libxxhash libcrypto libcurl sqlite3) \
+      -o "$LTX_COMPACT"  # a sanitizer build (make asan)
 }
 
 # upload_chain DIR URL: level 0, level 1 and level 9 of build_chain's fixture.
