@@ -175,7 +175,41 @@ class Tailer {
   bool need_header_ = true;  // pos_ salts known, seed/ckpt_seq not yet (no frames yet)
   std::vector<uint8_t> buf_;
   uint64_t emitted_ = 0;
+  bool slot0_ = false;  // our read transaction is on read-mark slot 0
+  bool frame_pending();
 };
+
+// True when the frame after pos_ is already in the WAL file, valid, but not
+// yet published in the wal-index: a commit is between its write() (which
+// woke us) and the wal-index update (after the WAL fsync). No event will
+// follow that update, so the caller re-checks shortly.
+bool Tailer::frame_pending() {
+  int fd = open_wal();
+  if (fd < 0) return false;
+  struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
+  uint32_t c1 = pos_.ck1, c2 = pos_.ck2;
+  bool be = pos_.big_endian;
+  if (need_header_) {
+    uint8_t h[kWalHeaderSize];
+    if (pread_full(fd, h, sizeof h, 0) != sizeof h) return false;
+    try {
+      wal::WalHeader w = wal::WalHeader::parse(h);
+      if (w.salt1 != pos_.salt1 || w.salt2 != pos_.salt2 || w.page_size != ps_) return false;
+      c1 = w.ck1;
+      c2 = w.ck2;
+      be = w.big_endian();
+    } catch (const Error&) {
+      return false;
+    }
+  }
+  const size_t fs = kFrameHeaderSize + ps_;
+  std::vector<uint8_t> f(fs);
+  if (pread_full(fd, f.data(), fs, wal::frame_offset(pos_.frames + 1, ps_)) != fs) return false;
+  if (get32(f.data() + 8) != pos_.salt1 || get32(f.data() + 12) != pos_.salt2) return false;
+  wal::checksum(be, f.data(), 8, &c1, &c2);
+  wal::checksum(be, f.data() + kFrameHeaderSize, ps_, &c1, &c2);
+  return c1 == get32(f.data() + 16) && c2 == get32(f.data() + 20);
+}
 
 void Tailer::check_file() {
   dbfd_ = ::open(o_.db.c_str(), O_RDONLY | O_CLOEXEC);
@@ -321,7 +355,13 @@ void Tailer::copy() {
 // Begin the next read transaction, copy, then release the previous one.
 void Tailer::advance() {
   int next = cur_ < 0 ? 0 : 1 - cur_;
+  Shm a = read_shm();
   r_[next]->begin_read();
+  Shm b = read_shm();
+  // SQLite puts a reader on slot 0 exactly when mxFrame == nBackfill as it
+  // begins; both are monotonic within a generation, so equal brackets prove it.
+  slot0_ = a.salt1 == b.salt1 && a.salt2 == b.salt2 && a.mx_frame == b.mx_frame &&
+           a.n_backfill == b.n_backfill && a.mx_frame == a.n_backfill;
   try {
     copy();
   } catch (...) {
@@ -485,13 +525,18 @@ void Tailer::run() {
   }
   struct Closer { int fd; ~Closer() { if (fd >= 0) ::close(fd); } } closer{ino};
   const int poll_ms = ino >= 0 ? 0 : (o_.poll_ms > 0 ? o_.poll_ms : 100);
-  int64_t last_change = mono_ms();
+  int64_t last_change = mono_ms(), pending_since = last_change;
+  int pending_ms = 0;
+  bool stale_pending = false;
   alignas(inotify_event) char evbuf[4096];
   while (!(o_.stop && *o_.stop)) {
-    Shm s = read_shm();
-    bool pinned = s.mx_frame > s.n_backfill;
+    // On a slot >= 1 we would hold up a RESTART/TRUNCATE checkpoint of the
+    // application: re-pin often so it can proceed (we land on slot 0 once
+    // everything is backfilled). Back off once idle and still not on slot 0
+    // (another reader lags behind: the checkpoint would wait for it anyway).
     int timeout = -1;
-    if (pinned) timeout = o_.refresh_ms;
+    if (!slot0_) timeout = mono_ms() - last_change <= o_.idle_ms + 100 ? o_.refresh_ms : 1000;
+    if (pending_ms > 0) timeout = timeout < 0 ? pending_ms : std::min(timeout, pending_ms);
     if (poll_ms > 0) timeout = timeout < 0 ? poll_ms : std::min(timeout, poll_ms);
     bool changed = false;
     if (ino >= 0) {
@@ -521,8 +566,23 @@ void Tailer::run() {
     advance();
     int64_t now = mono_ms();
     if (emitted_ != before) last_change = now;
+    // A commit written but not yet published: look again in 1, 2, 4 .. 64 ms,
+    // for at most 2 s (a rolled-back transaction can leave valid frames).
+    if (emitted_ != before) stale_pending = false;
+    if (!frame_pending()) {
+      pending_ms = 0;
+      stale_pending = false;
+    } else if (!stale_pending) {
+      if (pending_ms == 0) pending_since = now;
+      if (now - pending_since < 2000) {
+        pending_ms = pending_ms == 0 ? 1 : std::min(pending_ms * 2, 64);
+      } else {
+        pending_ms = 0;
+        stale_pending = true;
+      }
+    }
     (void)changed;
-    s = read_shm();
+    Shm s = read_shm();
     uint32_t unbackfilled = s.mx_frame - s.n_backfill;
     if (unbackfilled > 0 &&
         ((o_.checkpoint_pages && unbackfilled >= o_.checkpoint_pages) || now - last_change >= o_.idle_ms)) {

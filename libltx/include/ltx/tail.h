@@ -27,7 +27,7 @@ struct Options {
   uint64_t from_offset = 0;         // WAL byte offset just after the last frame kept
   uint32_t checkpoint_pages = 1000; // own PASSIVE checkpoint at this many unbackfilled frames; 0: never
   int idle_ms = 1000;               // quiet time before an idle checkpoint
-  int refresh_ms = 100;             // re-pin period while frames are not backfilled
+  int refresh_ms = 10;              // re-pin period while frames are not backfilled
   int poll_ms = 0;                  // > 0: poll at this period instead of inotify
   int busy_timeout_ms = 5000;
   volatile std::sig_atomic_t* stop = nullptr;  // set by a signal handler: return cleanly
