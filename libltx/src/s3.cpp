@@ -1,5 +1,5 @@
 // s3.cpp - an S3 client on one reused libcurl handle: SigV4, retries with
-// capped exponential backoff and full jitter, resumable ranged GET,
+// capped exponential backoff and jitter (uniform in [cap/2, cap]), resumable ranged GET,
 // multipart upload with one part-size buffer, ListObjectsV2, DeleteObjects.
 #include <curl/curl.h>
 #include <openssl/evp.h>

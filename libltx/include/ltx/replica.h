@@ -119,7 +119,7 @@ class PlanCheckWriter : public Writer {
 };
 
 // Bytes written here are kept in memory up to mem_limit, then in an
-// unlinked temp file under tmpdir; reader() replays them from the start.
+// unlinked temp file under tmpdir (default /tmp); reader() replays them.
 class Spool : public Writer {
  public:
   explicit Spool(size_t mem_limit = 4u << 20, const std::string& tmpdir = "");
