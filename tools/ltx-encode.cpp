@@ -46,12 +46,16 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<ltx::PageState> state;
     if (!state_dir.empty()) state = std::make_unique<ltx::PageState>(state_dir);
+    if (tmpdir.empty()) {
+      const char* t = std::getenv("TMPDIR");
+      tmpdir = !state_dir.empty() ? state_dir : (t && *t ? t : "/tmp");
+    }
     ltx::FdWriter out(1);
     if (!db.empty()) {
       int fd = ::open(db.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) ltx::fail_errno("open " + db);
       auto r = ltx::encode_db_snapshot(fd, db, out, txid ? txid : 1, ts ? ts : ltx::now_ms(),
-                                       state.get());
+                                       state.get(), tmpdir);
       ::close(fd);
       if (verbose)
         std::fprintf(stderr, "ltx-encode: snapshot %s: %u pages, checksum %s\n",
@@ -62,10 +66,6 @@ int main(int argc, char** argv) {
     if (ltx::is_tty(0)) {
       cli::error("refusing to read a WAL from a terminal (give --db or pipe a -wal file)");
       return cli::kUsage;
-    }
-    if (tmpdir.empty()) {
-      const char* t = std::getenv("TMPDIR");
-      tmpdir = !state_dir.empty() ? state_dir : (t && *t ? t : "/tmp");
     }
     ltx::FdReader fr(0);
     ltx::BufReader in(fr, 1 << 20);

@@ -19,7 +19,8 @@ int64_t now_ms() {
 }
 
 SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, uint64_t txid,
-                                  int64_t timestamp, PageState* state) {
+                                  int64_t timestamp, PageState* state,
+                                  const std::string& spool_dir) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) fail_errno("stat " + name);
   uint64_t size = uint64_t(st.st_size);
@@ -49,7 +50,7 @@ SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, ui
   hdr.min_txid = 1;
   hdr.max_txid = txid;
   hdr.timestamp = timestamp;
-  Encoder enc(w, hdr);
+  Encoder enc(w, hdr, spool_dir);
   const uint32_t lock = lock_pgno(ps);
   const size_t chunk = std::max<size_t>(1, (256u << 10) / ps);
   std::vector<uint8_t> buf(chunk * ps);
@@ -90,7 +91,7 @@ SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, ui
 
 TxnEncoder::TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt,
                        const std::string& tmpdir)
-    : out_(out), state_(state), opt_(opt) {
+    : out_(out), state_(state), opt_(opt), tmpdir_(tmpdir) {
   spool_fd_ = ::open(tmpdir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (spool_fd_ < 0) fail_errno("create spool file in " + tmpdir);
   if (state_ && state_->initialized()) {
@@ -224,7 +225,10 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   bool checksummed = have_state || (h.snapshot() && state_);
   if (h.snapshot()) {
     // TXID 1 must hold every page: only a resync can provide that.
-    if (!resync) fail(Kind::Usage, "the first LTX file (TXID 1) must be a snapshot: start from a resync, or initialize the state with ltx-encode --db");
+    if (!resync)
+      fail(Kind::Usage,
+           "TXID 1 must be a snapshot: give --txid N (N >= 2) to encode WAL frames without "
+           "state, or start the state with ltx-encode --db or a wal-tail resync");
     checksummed = true;
   }
   if (!checksummed) h.flags = kFlagNoChecksum;
@@ -246,7 +250,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     for (; next_fill <= last; next_fill++)
       if (next_fill != lock) set(next_fill, page_checksum(next_fill, zero.data(), ps));
   };
-  Encoder enc(out_, h);
+  Encoder enc(out_, h, tmpdir_);
   for (const Entry& en : pages) {
     if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
       fail_runtime("spool file: short read");

@@ -4,6 +4,10 @@
 #include <lz4.h>
 #include <lz4frame.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -303,9 +307,9 @@ const Trailer& Decoder::finish() {
     auto varint = [&]() -> uint64_t {
       uint64_t v = 0;
       for (int shift = 0;; shift += 7) {
-        if (shift > 63) fail_integrity("varint overflow");
         uint8_t c;
         read(&c, 1);
+        if (shift == 63 && c > 1) fail_integrity("varint overflow");
         crc_.update(&c, 1);
         idx_len++;
         v |= uint64_t(c & 0x7f) << shift;
@@ -367,7 +371,8 @@ Trailer verify_stream(Reader& r, Header* hdr) {
 
 // ---------------------------------------------------------------- encoder
 
-Encoder::Encoder(Writer& w, const Header& h) : w_(w), hdr_(h) {
+Encoder::Encoder(Writer& w, const Header& h, const std::string& spool_dir)
+    : w_(w), hdr_(h), spool_dir_(spool_dir) {
   with_context("encode header", [&] {
     hdr_.validate();
     if (hdr_.no_checksum() && hdr_.commit == 0)
@@ -379,7 +384,21 @@ Encoder::Encoder(Writer& w, const Header& h) : w_(w), hdr_(h) {
   cbuf_.resize(size_t(LZ4_compressBound(int(hdr_.page_size))));
 }
 
-Encoder::~Encoder() = default;
+Encoder::~Encoder() {
+  if (index_fd_ >= 0) ::close(index_fd_);
+}
+
+constexpr size_t kIndexMemLimit = 1u << 20;
+
+void Encoder::spill_index() {
+  if (index_fd_ < 0) {
+    index_fd_ = ::open(spool_dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (index_fd_ < 0) fail_errno("create page index spool in " + spool_dir_);
+  }
+  pwrite_all(index_fd_, index_.data(), index_.size(), index_spilled_);
+  index_spilled_ += index_.size();
+  index_.clear();
+}
 
 void Encoder::out(const void* p, size_t n, bool hash) {
   w_.write(p, n);
@@ -418,6 +437,7 @@ void Encoder::page(uint32_t pgno, const uint8_t* data) {
   k += put_uvarint(v + k, start);
   k += put_uvarint(v + k, off_ - start);
   index_.insert(index_.end(), v, v + k);
+  if (index_.size() >= kIndexMemLimit) spill_index();
   if (hdr_.snapshot() && !hdr_.no_checksum())
     fold_ = fold(fold_, page_checksum(pgno, data, hdr_.page_size));
   last_pgno_ = pgno;
@@ -445,9 +465,18 @@ Trailer Encoder::finish(uint64_t post_apply) {
   uint8_t end[kPageHeaderSize] = {};
   out(end, sizeof end);
   index_.push_back(0);
+  if (index_spilled_ > 0) {  // copy the spilled part out first, in chunks
+    std::vector<uint8_t> chunk(64 * 1024);
+    for (uint64_t at = 0; at < index_spilled_;) {
+      size_t n = size_t(std::min<uint64_t>(chunk.size(), index_spilled_ - at));
+      if (pread_full(index_fd_, chunk.data(), n, at) != n) fail_runtime("page index spool: short read");
+      out(chunk.data(), n);
+      at += n;
+    }
+  }
   out(index_.data(), index_.size());
   uint8_t b[8];
-  put64(b, index_.size());
+  put64(b, index_spilled_ + index_.size());
   out(b, 8);
   Trailer t;
   t.post_apply = post_apply;

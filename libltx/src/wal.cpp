@@ -166,8 +166,21 @@ Event EventReader::Impl::next_wal() {
   uint32_t c1 = s1, c2 = s2;
   checksum(hdr.big_endian(), f, 8, &c1, &c2);
   checksum(hdr.big_endian(), f + kFrameHeaderSize, page_size, &c1, &c2);
-  if (c1 != get32(f + 16) || c2 != get32(f + 20))
-    fail_integrity("frame " + num(n) + " at offset " + num(at) + ": checksum mismatch");
+  if (c1 != get32(f + 16) || c2 != get32(f + 20)) {
+    // SQLite ends the log at the first frame that fails its checksum. That is
+    // normal after a rollback: frames a rolled-back transaction spilled stay
+    // behind the next commit. Such leftovers are never commit frames, so a
+    // later commit frame of this generation means committed data is damaged.
+    uint64_t later = off + fs;
+    while (read_full(in, buf.data(), fs) == fs) {
+      if (get32(f + 8) == hdr.salt1 && get32(f + 12) == hdr.salt2 && get32(f + 4) != 0)
+        fail_integrity("frame " + num(n) + " at offset " + num(at) +
+                       ": checksum mismatch before the commit frame at offset " + num(later));
+      later += fs;
+    }
+    done = true;
+    return e;
+  }
   if (get32(f) == 0) fail_integrity("frame " + num(n) + " at offset " + num(at) + ": page number 0");
   s1 = c1;
   s2 = c2;

@@ -24,7 +24,8 @@ struct SnapshotResult {
 // when the header's count is stale). With a state, records the page
 // checksums and the position so later WAL files continue the chain.
 SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, uint64_t txid,
-                                  int64_t timestamp, PageState* state);
+                                  int64_t timestamp, PageState* state,
+                                  const std::string& spool_dir = "/tmp");
 
 struct EncodeOptions {
   bool per_txn = true;       // one LTX per transaction; false: one per input
@@ -54,6 +55,7 @@ class TxnEncoder {
   PageState* state_;
   EncodeOptions opt_;
   int spool_fd_ = -1;
+  std::string tmpdir_;
   uint32_t page_size_ = 0;
   uint32_t slots_ = 0;
   std::vector<Entry> entries_;

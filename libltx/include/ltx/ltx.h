@@ -108,8 +108,10 @@ class Decoder {
 
 class Encoder {
  public:
-  // Validates and writes the header.
-  Encoder(Writer& w, const Header& h);
+  // Validates and writes the header. The page index is kept in memory up to
+  // 1 MiB (~150k pages), then spooled to an unlinked file in spool_dir, so
+  // memory stays flat for any database size.
+  Encoder(Writer& w, const Header& h, const std::string& spool_dir = "/tmp");
   ~Encoder();
   // Appends one page frame (LZ4 block with size prefix). Enforces the
   // reference's rules: pgno <= commit, not the lock page, strictly
@@ -127,7 +129,11 @@ class Encoder {
   Crc64 crc_;
   uint64_t off_ = 0, fold_ = kChecksumFlag;
   uint32_t last_pgno_ = 0, npages_ = 0;
-  std::vector<uint8_t> index_;  // varint triples; ~7 bytes a page
+  void spill_index();
+  std::vector<uint8_t> index_;  // varint triples not yet spilled; ~7 bytes a page
+  uint64_t index_spilled_ = 0;  // bytes of index in the spool file
+  int index_fd_ = -1;
+  std::string spool_dir_;
   std::vector<uint8_t> cbuf_;
   bool done_ = false;
 };
