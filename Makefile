@@ -8,9 +8,9 @@ CXXFLAGS ?= -O2 -g
 BUILD    ?= build
 
 PKGS     := sqlite3 libcurl liblz4 libxxhash libcrypto
-DEPFLAGS := $(shell pkg-config --cflags $(PKGS) CLI11 2>/dev/null)
-DEPLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALLFLAGS := -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -Ilibltx/include $(DEPFLAGS) $(CXXFLAGS)
+DEPFLAGS = $(shell pkg-config --cflags $(PKGS) CLI11 2>/dev/null)
+DEPLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALLFLAGS = -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -Ilibltx/include $(DEPFLAGS) $(CXXFLAGS)
 
 ifeq ($(V),1)
 Q :=
