@@ -42,7 +42,7 @@ $(BUILD)/libltx.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a tools/cli.h
+$(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a $(wildcard tools/*.h)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a $(DEPLIBS) $(LDFLAGS)

@@ -1,5 +1,16 @@
-// CRC-64/GO-ISO with slicing-by-16 tables, and the LTX database checksum.
+// CRC-64/GO-ISO, and the LTX database checksum.
+//
+// Two implementations of one function: carry-less multiplication folding
+// (PCLMULQDQ, ~16 GB/s here) where the CPU has it, slicing-by-16 tables
+// (~3 GB/s) elsewhere. Folding keeps four 128-bit accumulators congruent to
+// the message modulo P; a 64-bit half at distance D bits ahead is folded
+// with the constant reflect(x^(D+63) mod P) (low half) or reflect(x^(D-1)
+// mod P) (high half); the final 16 bytes go through the tables.
 #include "ltx/checksum.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <cstring>
 #include <vector>
@@ -41,9 +52,69 @@ inline uint64_t le64(const uint8_t* p) {
   return v;
 }
 
+uint64_t raw_bytes(uint64_t crc, const uint8_t* p, size_t n) {
+  const auto& T = tables().t;
+  while (n--) crc = T[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+// x^e mod P, P = x^64 + x^4 + x^3 + x + 1, then bit-reflected.
+uint64_t reflected_xpow(int e) {
+  uint64_t r = 1;
+  for (int i = 0; i < e; i++) r = (r & (uint64_t(1) << 63)) ? (r << 1) ^ 0x1B : r << 1;
+  uint64_t out = 0;
+  for (int i = 0; i < 64; i++)
+    if (r >> i & 1) out |= uint64_t(1) << (63 - i);
+  return out;
+}
+
+__attribute__((target("pclmul,sse2"))) inline __m128i fold(__m128i x, __m128i k, __m128i b) {
+  return _mm_xor_si128(
+      _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)), b);
+}
+
+__attribute__((target("pclmul,sse2"))) uint64_t crc64_clmul(uint64_t crc, const uint8_t* p,
+                                                            size_t n) {
+  static const __m128i k128 = _mm_set_epi64x(int64_t(reflected_xpow(127)), int64_t(reflected_xpow(191)));
+  static const __m128i k512 = _mm_set_epi64x(int64_t(reflected_xpow(511)), int64_t(reflected_xpow(575)));
+  auto load = [](const uint8_t* q) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(q)); };
+  crc = ~crc;
+  if (n >= 128) {
+    __m128i x0 = _mm_xor_si128(load(p), _mm_cvtsi64_si128(int64_t(crc)));
+    __m128i x1 = load(p + 16), x2 = load(p + 32), x3 = load(p + 48);
+    p += 64;
+    n -= 64;
+    while (n >= 64) {
+      x0 = fold(x0, k512, load(p));
+      x1 = fold(x1, k512, load(p + 16));
+      x2 = fold(x2, k512, load(p + 32));
+      x3 = fold(x3, k512, load(p + 48));
+      p += 64;
+      n -= 64;
+    }
+    x3 = fold(fold(fold(x0, k128, x1), k128, x2), k128, x3);
+    for (; n >= 16; p += 16, n -= 16) x3 = fold(x3, k128, load(p));
+    uint8_t b[16];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(b), x3);
+    crc = raw_bytes(0, b, 16);
+  }
+  return ~raw_bytes(crc, p, n);
+}
+
+const bool kHaveClmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse2");
+#endif
+
 }  // namespace
 
 uint64_t crc64_update(uint64_t crc, const void* data, size_t n) {
+#if defined(__x86_64__)
+  if (kHaveClmul) return crc64_clmul(crc, static_cast<const uint8_t*>(data), n);
+#endif
+  return crc64_update_tables(crc, data, n);
+}
+
+uint64_t crc64_update_tables(uint64_t crc, const void* data, size_t n) {
   const auto& T = tables().t;
   auto* p = static_cast<const uint8_t*>(data);
   crc = ~crc;

@@ -96,6 +96,17 @@ TEST(Checksum, StreamingEqualsOneShotAtEveryAlignment) {
   }
 }
 
+TEST(Checksum, FastPathEqualsTablesForEveryLengthAndAlignment) {
+  std::vector<uint8_t> d(5000);
+  std::mt19937 rng(5);
+  for (auto& c : d) c = uint8_t(rng());
+  for (size_t off = 0; off < 8; off++)
+    for (size_t n = 0; n + off <= d.size(); n += (n < 300 ? 1 : 97)) {
+      ASSERT_EQ(crc64_update(0, d.data() + off, n), crc64_update_tables(0, d.data() + off, n)) << n;
+      ASSERT_EQ(crc64_update(0x1234, d.data() + off, n), crc64_update_tables(0x1234, d.data() + off, n));
+    }
+}
+
 TEST(Checksum, FoldIsIncremental) {
   auto a = page_of(1024, 1), b = page_of(1024, 2), b2 = page_of(1024, 3);
   uint64_t full = fold(fold(kChecksumFlag, page_checksum(1, a.data(), 1024)), page_checksum(2, b.data(), 1024));

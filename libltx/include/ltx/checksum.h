@@ -25,6 +25,8 @@ inline uint32_t lock_pgno(uint32_t page_size) { return uint32_t(kPendingByte / p
 // crc64_update continues a running CRC: crc64_update(0, ...) starts one.
 uint64_t crc64_update(uint64_t crc, const void* data, size_t n);
 inline uint64_t crc64(const void* data, size_t n) { return crc64_update(0, data, n); }
+// The portable table-driven path (crc64_update uses PCLMULQDQ where present).
+uint64_t crc64_update_tables(uint64_t crc, const void* data, size_t n);
 
 class Crc64 {
  public:
