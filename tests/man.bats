@@ -53,7 +53,7 @@ run_examples() {
 }
 
 @test "man: every tool has a page with the required sections" {
-  for tool in ltx-encode ltx-apply ltx-verify ltx-dump ltx-checksum; do
+  for tool in ltx-encode ltx-apply ltx-verify ltx-dump ltx-checksum ltx-merge; do
     for sec in NAME SYNOPSIS DESCRIPTION OPTIONS ENVIRONMENT "EXIT STATUS" EXAMPLES "SEE ALSO"; do
       grep -qx ".Sh $sec" "$MAN/$tool.1" || { echo "$tool.1: no $sec" >&2; return 1; }
     done
@@ -79,6 +79,10 @@ run_examples() {
 
 @test "man: ltx-checksum.1 examples run" {
   run_examples ltx-checksum.1
+}
+
+@test "man: ltx-merge.1 examples run" {
+  run_examples ltx-merge.1
 }
 
 @test "man: ltx.5 examples run" {
