@@ -107,7 +107,11 @@ class Db {
   }
   std::string text(const char* sql) {
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) fail_runtime(sql + std::string(": ") + sqlite3_errmsg(db_));
+    int prc = sqlite3_prepare_v2(db_, sql, -1, &st, nullptr);
+    if (prc != SQLITE_OK) {
+      if ((prc & 0xff) == SQLITE_BUSY) fail_runtime(std::string(sql) + ": database is locked (exclusive locking mode?)");
+      fail_runtime(sql + std::string(": ") + sqlite3_errmsg(db_));
+    }
     int rc = sqlite3_step(st);
     std::string v;
     if (rc == SQLITE_ROW && sqlite3_column_text(st, 0)) v = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
@@ -176,6 +180,7 @@ class Tailer {
   std::vector<uint8_t> buf_;
   uint64_t emitted_ = 0;
   bool slot0_ = false;  // our read transaction is on read-mark slot 0
+  uint32_t old_salt1_ = 0, old_salt2_ = 0;  // the generation before the last restart
   bool frame_pending();
 };
 
@@ -187,14 +192,18 @@ bool Tailer::frame_pending() {
   int fd = open_wal();
   if (fd < 0) return false;
   struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
-  uint32_t c1 = pos_.ck1, c2 = pos_.ck2;
+  uint32_t c1 = pos_.ck1, c2 = pos_.ck2, salt1 = pos_.salt1, salt2 = pos_.salt2;
   bool be = pos_.big_endian;
   if (need_header_) {
     uint8_t h[kWalHeaderSize];
     if (pread_full(fd, h, sizeof h, 0) != sizeof h) return false;
     try {
       wal::WalHeader w = wal::WalHeader::parse(h);
-      if (w.salt1 != pos_.salt1 || w.salt2 != pos_.salt2 || w.page_size != ps_) return false;
+      // An empty WAL's first writer picks new salts that reach the wal-index
+      // only when it commits; a header of the generation we left is stale.
+      if (w.page_size != ps_ || (w.salt1 == old_salt1_ && w.salt2 == old_salt2_)) return false;
+      salt1 = w.salt1;
+      salt2 = w.salt2;
       c1 = w.ck1;
       c2 = w.ck2;
       be = w.big_endian();
@@ -205,7 +214,7 @@ bool Tailer::frame_pending() {
   const size_t fs = kFrameHeaderSize + ps_;
   std::vector<uint8_t> f(fs);
   if (pread_full(fd, f.data(), fs, wal::frame_offset(pos_.frames + 1, ps_)) != fs) return false;
-  if (get32(f.data() + 8) != pos_.salt1 || get32(f.data() + 12) != pos_.salt2) return false;
+  if (get32(f.data() + 8) != salt1 || get32(f.data() + 12) != salt2) return false;
   wal::checksum(be, f.data(), 8, &c1, &c2);
   wal::checksum(be, f.data() + kFrameHeaderSize, ps_, &c1, &c2);
   return c1 == get32(f.data() + 16) && c2 == get32(f.data() + 20);
@@ -297,6 +306,8 @@ void Tailer::copy() {
     // The WAL restarted. We held a read transaction since pos_ was last
     // brought up to date, so the old generation ended at pos_ (see top).
     log("WAL restarted: salts " + hex08(s.salt1) + ":" + hex08(s.salt2));
+    old_salt1_ = pos_.salt1;
+    old_salt2_ = pos_.salt2;
     pos_ = wal::Position{};
     pos_.salt1 = s.salt1;
     pos_.salt2 = s.salt2;

@@ -1,0 +1,208 @@
+#!/usr/bin/env bats
+# wal-tail: refusals, snapshot, following with checkpoints, resume, idle,
+# latency, and a short torture run (the long one: `make torture`).
+load test_helper/common
+
+setup() {
+  cd "$T"
+  python3 - <<'PY'
+import sqlite3
+c = sqlite3.connect("app.db")
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+c.executemany("INSERT INTO t(v) VALUES(randomblob(500))", [()] * 200)
+c.commit()
+PY
+}
+
+teardown() {
+  [ -z "${TAIL_PID:-}" ] || kill "$TAIL_PID" 2>/dev/null || true
+  [ -z "${HOLD_PID:-}" ] || kill "$HOLD_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+
+sql() { python3 -c "import sqlite3,sys; c=sqlite3.connect('app.db', isolation_level=None); [c.execute(s).fetchall() for s in sys.argv[1:]]" "$@"; }
+
+# Keep a connection open so the -wal file outlives each sql call.
+hold_open() {
+  python3 -c 'import sqlite3, time; c = sqlite3.connect("app.db"); c.execute("SELECT count(*) FROM sqlite_master").fetchall(); time.sleep(60)' &
+  HOLD_PID=$!
+  sleep 0.2
+}
+
+checkpoint_source() { sql "PRAGMA wal_checkpoint(TRUNCATE)"; }
+
+# wait_for FILE SIZE: until FILE is at least SIZE bytes (5 s)
+wait_for() {
+  for _ in $(seq 500); do
+    [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+    sleep 0.01
+  done
+  return 1
+}
+
+@test "wal-tail --help and --version exit 0" {
+  run wal-tail --help
+  assert_success
+  assert_output --partial "--snapshot"
+  run wal-tail --version
+  assert_success
+}
+
+@test "wal-tail: usage errors exit 2" {
+  run wal-tail
+  assert_failure 2
+  run wal-tail --from nonsense app.db
+  assert_failure 2
+  assert_output --partial "wal-tail: --from"
+}
+
+@test "wal-tail refuses a file that is not SQLite (exit 3, nothing on stdout)" {
+  head -c 8192 /dev/urandom > junk.db
+  run bash -c 'wal-tail junk.db > out 2> err; echo $?'
+  assert_output 3
+  run cat err
+  assert_output "wal-tail: junk.db: not a SQLite database"
+  [ ! -s out ]
+}
+
+@test "wal-tail refuses a database not in WAL mode (exit 1)" {
+  sqlite3 plain.db "CREATE TABLE x(y)"
+  run bash -c 'wal-tail plain.db > out 2> err; echo $?'
+  assert_output 1
+  run cat err
+  assert_output --partial "not in WAL mode"
+  [ ! -s out ]
+}
+
+@test "wal-tail refuses a database in exclusive locking mode (exit 1)" {
+  python3 -c '
+import sqlite3, time
+c = sqlite3.connect("app.db", isolation_level=None)
+c.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+c.execute("INSERT INTO t(v) VALUES(1)")
+open("held", "w").close()
+time.sleep(30)' &
+  HOLD_PID=$!
+  wait_for held 0
+  sleep 0.2
+  run bash -c 'timeout 10 wal-tail --busy-timeout 200 app.db > out 2> err; echo $?'
+  assert_output 1
+  run cat err
+  assert_output --partial "exclusive locking mode"
+  [ ! -s out ]
+}
+
+@test "wal-tail stops with exit 1 when the database file is replaced" {
+  wal-tail app.db > out 2> err &
+  TAIL_PID=$!
+  sleep 0.5
+  cp app.db copy.db && mv copy.db app.db
+  rc=0
+  wait "$TAIL_PID" || rc=$?
+  TAIL_PID=
+  [ "$rc" -eq 1 ]
+  run cat err
+  assert_output "wal-tail: app.db: database file was replaced or removed"
+}
+
+@test "wal-tail --snapshot restores byte for byte without blocking writers" {
+  sql "INSERT INTO t(v) VALUES(randomblob(9000))"   # frames not yet checkpointed
+  run bash -c 'set -o pipefail; wal-tail --snapshot app.db | ltx-encode > snap.ltx'
+  assert_success
+  ltx-apply restored.db < snap.ltx
+  checkpoint_source
+  cmp app.db restored.db
+  run sqlite3 restored.db "PRAGMA integrity_check"
+  assert_output ok
+}
+
+@test "wal-tail follows commits across RESTART, TRUNCATE and VACUUM" {
+  wal-tail app.db > stream 2> err &
+  TAIL_PID=$!
+  sleep 0.3
+  sql "INSERT INTO t(v) VALUES(randomblob(5000))" \
+      "PRAGMA wal_checkpoint(RESTART)" \
+      "UPDATE t SET v=randomblob(300) WHERE id % 3 = 0" \
+      "PRAGMA wal_checkpoint(TRUNCATE)" \
+      "DELETE FROM t WHERE id % 2 = 0" "VACUUM" \
+      "INSERT INTO t(v) VALUES(randomblob(100))"
+  sleep 0.5
+  kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
+  ltx-encode < stream > all.ltx
+  ltx-apply restored.db < all.ltx
+  checkpoint_source
+  cmp app.db restored.db
+}
+
+@test "wal-tail --from resumes without a resync, and resyncs when the WAL moved on" {
+  hold_open
+  sql "PRAGMA wal_autocheckpoint=0" "INSERT INTO t(v) VALUES(randomblob(100))"
+  pos=$(python3 -c '
+import os, struct
+b = open("app.db-wal", "rb").read(32)
+print("%08x:%08x:%d" % (struct.unpack(">I", b[16:20])[0], struct.unpack(">I", b[20:24])[0], os.path.getsize("app.db-wal")))')
+  wal-tail -v --from "$pos" app.db > out 2> err &
+  TAIL_PID=$!
+  sleep 0.5
+  kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
+  run cat err
+  assert_output --partial "resume at frame"
+  refute_output --partial "resync"
+  [ "$(head -c 1 out)" = H ] && [ "$(stat -c %s out)" -lt 100 ]  # header + position only
+  run bash -c 'wal-tail -v --from 00000001:00000002:32 --snapshot app.db'
+  assert_failure 2
+  wal-tail -v --from 00000001:00000002:32 app.db > out 2> err &
+  TAIL_PID=$!
+  sleep 0.5
+  kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
+  run cat err
+  assert_output --partial "resync"
+}
+
+@test "wal-tail is silent and uses no CPU while the database is idle" {
+  wal-tail app.db > out &
+  TAIL_PID=$!
+  sleep 2          # initial resync and idle checkpoint
+  size=$(stat -c %s out)
+  t0=$(awk '{print $14 + $15}' "/proc/$TAIL_PID/stat")
+  sleep 4
+  t1=$(awk '{print $14 + $15}' "/proc/$TAIL_PID/stat")
+  [ "$(stat -c %s out)" -eq "$size" ]
+  echo "# idle CPU over 4 s: $((t1 - t0)) ticks" >&3
+  [ $((t1 - t0)) -le 1 ]
+}
+
+@test "wal-tail: commit-to-stdout latency" {
+  wal-tail app.db > out &
+  TAIL_PID=$!
+  sleep 1
+  run python3 - <<'PY'
+import os, sqlite3, time
+c = sqlite3.connect("app.db", isolation_level=None)
+lat = []
+for i in range(200):
+    size = os.path.getsize("out")
+    c.execute("INSERT INTO t(v) VALUES(randomblob(200))")
+    t0 = time.perf_counter()
+    while os.path.getsize("out") == size:
+        if time.perf_counter() - t0 > 2:
+            raise SystemExit("commit %d never reached stdout" % i)
+        time.sleep(0.0002)
+    lat.append(time.perf_counter() - t0)
+    time.sleep(0.005)
+lat.sort()
+print("p50 %.2f ms p99 %.2f ms max %.2f ms" % (lat[100] * 1e3, lat[198] * 1e3, lat[-1] * 1e3))
+if lat[198] > 0.05:
+    raise SystemExit("p99 too high")
+PY
+  echo "# latency after COMMIT returns: $output" >&3
+  assert_success
+}
+
+@test "wal-tail torture (short): kill -9 and restart under random checkpoints" {
+  run "$REPO_ROOT/tests/wal-tail-torture.sh" "$T/torture" 400 3
+  echo "$output" | sed 's/^/# /' >&3
+  assert_success
+  assert_output --partial "restore identical"
+}
