@@ -12,12 +12,14 @@
 int main(int argc, char** argv) {
   CLI::App app{"Encode a database snapshot, a -wal file or a WAL stream (stdin) as LTX on stdout.",
                "ltx-encode"};
-  std::string db, state_dir, txid_hex, ts_text, tmpdir;
+  std::string db, state_dir, txid_hex, ts_text, tmpdir, ack;
   bool per_txn = false, merge = false, verbose = false;
   app.add_option("--db", db, "encode this database file as a snapshot");
   app.add_option("-s,--state", state_dir, "page state directory: keeps TXIDs and the rolling database checksum");
   app.add_option("--txid", txid_hex, "TXID (hex) of the first file when there is no state; with --db the snapshot's MaxTXID");
   app.add_option("--timestamp", ts_text, "RFC 3339 time to stamp on every file (default: commit time)");
+  app.add_option("--ack", ack, "acknowledgement file (written by s3-put --ack): on start, roll the state back to it")
+      ->needs("--state");
   app.add_option("--tmpdir", tmpdir, "directory for the page spool (default: state directory, $TMPDIR or /tmp)");
   app.add_flag("--per-txn", per_txn, "one LTX file per transaction (default for WAL streams)");
   app.add_flag("--merge", merge, "one LTX file for all input (default for plain -wal files)");
@@ -46,6 +48,28 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<ltx::PageState> state;
     if (!state_dir.empty()) state = std::make_unique<ltx::PageState>(state_dir);
+    if (!ack.empty()) {
+      // Files emitted but never acknowledged were lost downstream: undo them,
+      // so the next file continues exactly what the destination holds.
+      state->enable_undo();
+      ltx::Position acked;
+      if (ltx::read_position_file(ack, &acked)) {
+        if (acked.txid > state->position().txid)
+          ltx::fail_integrity(ack + ": acknowledged TXID " + ltx::hex16(acked.txid) +
+                              " is ahead of the state (" + ltx::hex16(state->position().txid) +
+                              "): the state belongs to another replica");
+        state->rollback_to(acked.txid);
+        if (state->position().checksum != acked.checksum)
+          ltx::fail_integrity(ack + ": checksum " + ltx::hex16(acked.checksum) +
+                              " differs from the state's " +
+                              ltx::hex16(state->position().checksum) + " at TXID " +
+                              ltx::hex16(acked.txid));
+        state->trim_undo(acked.txid);
+        if (verbose)
+          std::fprintf(stderr, "ltx-encode: resuming at acknowledged TXID %s\n",
+                       ltx::hex16(acked.txid).c_str());
+      }
+    }
     if (tmpdir.empty()) {
       const char* t = std::getenv("TMPDIR");
       tmpdir = !state_dir.empty() ? state_dir : (t && *t ? t : "/tmp");
@@ -76,6 +100,7 @@ int main(int argc, char** argv) {
     opt.per_txn = merge ? false : per_txn ? true : events.is_stream();
     opt.first_txid = txid;
     opt.timestamp = ts;
+    opt.ack_path = ack;
     ltx::TxnEncoder enc(out, state.get(), opt, tmpdir);
     int n = enc.run(events);
     if (verbose) std::fprintf(stderr, "ltx-encode: %d LTX files\n", n);

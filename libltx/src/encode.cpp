@@ -118,6 +118,7 @@ int TxnEncoder::run(wal::EventReader& r) {
     }
     switch (e.type) {
       case wal::Event::End:
+        if (resync_pending_) emit_resync();
         entries_.resize(committed_);  // an uncommitted tail is never emitted
         flush_batch();
         return files_;
@@ -125,6 +126,7 @@ int TxnEncoder::run(wal::EventReader& r) {
         on_frame(e);
         break;
       case wal::Event::ResyncBegin:
+        if (resync_pending_) emit_resync();
         entries_.resize(committed_);
         flush_batch();
         in_resync_ = true;
@@ -139,14 +141,28 @@ int TxnEncoder::run(wal::EventReader& r) {
         if (!in_resync_) fail_integrity("resync end outside a resync");
         in_resync_ = false;
         committed_ = entries_.size();
-        emit(resync_commit_, true);
+        // Sent when the WAL position that follows a resync is known, so the
+        // file records where frames continue (or at the end of input).
+        resync_pending_ = true;
+        break;
+      case wal::Event::Position:
+        cursor_salt1_ = e.salt1;
+        cursor_salt2_ = e.salt2;
+        cursor_offset_ = e.wal_offset;
+        if (resync_pending_) emit_resync();
         break;
     }
   }
 }
 
+void TxnEncoder::emit_resync() {
+  resync_pending_ = false;
+  emit(resync_commit_, true);
+}
+
 void TxnEncoder::on_frame(const wal::Event& e) {
   if (in_resync_) fail_integrity("WAL frame inside a resync");
+  if (resync_pending_) emit_resync();
   if (entries_.empty()) {
     wal_first_ = e.wal_offset;
     salt1_ = e.salt1;
@@ -221,6 +237,11 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     h.wal_size = int64_t(wal_end_ - wal_first_);
     h.wal_salt1 = salt1_;
     h.wal_salt2 = salt2_;
+  } else if (cursor_offset_ != 0) {
+    // A resync covers the WAL up to the position that followed it.
+    h.wal_offset = int64_t(cursor_offset_);
+    h.wal_salt1 = cursor_salt1_;
+    h.wal_salt2 = cursor_salt2_;
   }
   bool checksummed = have_state || (h.snapshot() && state_);
   if (h.snapshot()) {
@@ -250,7 +271,17 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     for (; next_fill <= last; next_fill++)
       if (next_fill != lock) set(next_fill, page_checksum(next_fill, zero.data(), ps));
   };
-  Encoder enc(out_, h, tmpdir_);
+  // The file is built in a spool, the state advances (with its undo record),
+  // and only then does the file go to stdout: downstream never holds a TXID
+  // the state does not know, and a failure leaves no partial file behind.
+  int lfd = ::open(tmpdir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (lfd < 0) fail_errno("create LTX spool in " + tmpdir_);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } lclose{lfd};
+  FdWriter lout(lfd);
+  Encoder enc(lout, h, tmpdir_);
   for (const Entry& en : pages) {
     if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
       fail_runtime("spool file: short read");
@@ -271,18 +302,30 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     if (commit == 0) ck = kChecksumFlag;
   }
   enc.finish(checksummed ? ck : 0);
-  out_.flush();
-  files_++;
+  lout.flush();
   Position pos;
   pos.txid = next_txid_;
   pos.checksum = checksummed ? ck : 0;
   pos.page_size = ps;
   pos.commit = commit;
-  pos.wal_salt1 = resync ? prev.wal_salt1 : salt1_;
-  pos.wal_salt2 = resync ? prev.wal_salt2 : salt2_;
-  pos.wal_offset = resync ? prev.wal_offset : wal_end_;
+  pos.wal_salt1 = h.wal_salt1;
+  pos.wal_salt2 = h.wal_salt2;
+  pos.wal_offset = uint64_t(h.wal_offset + h.wal_size);
   if (state_) state_->commit(pos, changes);
   else stateless_ = pos;
+  std::vector<uint8_t> buf(256 * 1024);
+  for (uint64_t at = 0, size = enc.bytes_written(); at < size;) {
+    size_t n = pread_full(lfd, buf.data(), size_t(std::min<uint64_t>(buf.size(), size - at)), at);
+    if (n == 0) fail_runtime("LTX spool: short read");
+    out_.write(buf.data(), n);
+    at += n;
+  }
+  out_.flush();
+  files_++;
+  if (state_ && !opt_.ack_path.empty() && state_->undo_bytes() > (4u << 20)) {
+    Position acked;
+    if (read_position_file(opt_.ack_path, &acked)) state_->trim_undo(acked.txid);
+  }
   next_txid_++;
   // Frames after the last commit wait for the next batch (in practice the
   // batch is cut at a commit frame, so this tail is empty).

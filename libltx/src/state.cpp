@@ -87,6 +87,18 @@ bool parse_position(const std::string& text, Position* out) {
   return true;
 }
 
+bool read_position_file(const std::string& path, Position* p) {
+  bool exists;
+  std::string text = read_file(path, &exists);
+  if (!exists) return false;
+  if (!parse_position(text, p)) fail_integrity(path + ": not a position file");
+  return true;
+}
+
+void write_position_file(const std::string& path, const Position& p) {
+  write_atomic(path, format_position(p));
+}
+
 PageState::PageState(const std::string& dir) : dir_(dir) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) fail_errno("create state directory " + dir);
   std::string pages = dir + "/pages";
@@ -101,6 +113,7 @@ PageState::PageState(const std::string& dir) : dir_(dir) {
 
 PageState::~PageState() {
   if (pages_fd_ >= 0) ::close(pages_fd_);
+  if (undo_fd_ >= 0) ::close(undo_fd_);
 }
 
 uint64_t PageState::get(uint32_t pgno) const {
@@ -120,6 +133,7 @@ void PageState::write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& ch
 
 // journal: position text length u32 | text | n u64 | n * (pgno u32, ck u64) | xxh64 u64
 void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, uint64_t>>& changes) {
+  if (undo_fd_ >= 0) append_undo(p.txid, changes);
   std::string text = format_position(p);
   if (!changes.empty()) {
     std::string j;
@@ -142,6 +156,131 @@ void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, 
   write_atomic(dir_ + "/position", text);
   if (!changes.empty() && ::unlink((dir_ + "/journal").c_str()) != 0) fail_errno("remove journal");
   pos_ = p;
+}
+
+// ---- undo records ----
+// record: len u32 | txid u64 | position text len u32 | text | n u64 |
+//         n * (pgno u32, old ck u64) | xxh64(everything before) u64
+namespace {
+struct UndoRecord {
+  uint64_t txid = 0;
+  Position prev;
+  std::vector<std::pair<uint32_t, uint64_t>> old;
+};
+
+std::vector<UndoRecord> read_undo(int fd) {
+  std::vector<UndoRecord> out;
+  uint64_t off = 0;
+  for (;;) {
+    uint8_t lb[4];
+    if (pread_full(fd, lb, 4, off) != 4) break;
+    uint32_t len = get32(lb);
+    if (len < 8 + 4 + 8 + 8 || len > (256u << 20)) break;
+    std::string r(len, '\0');
+    if (pread_full(fd, &r[0], len, off + 4) != len) break;  // torn tail
+    auto* d = reinterpret_cast<const uint8_t*>(r.data());
+    if (XXH64(d, len - 8, 0) != get64(d + len - 8)) break;
+    UndoRecord u;
+    u.txid = get64(d);
+    uint32_t tl = get32(d + 8);
+    if (12 + uint64_t(tl) + 8 + 8 > len || !parse_position(r.substr(12, tl), &u.prev)) break;
+    uint64_t n = get64(d + 12 + tl);
+    if (12 + tl + 8 + n * 12 + 8 != len) break;
+    const uint8_t* q = d + 12 + tl + 8;
+    for (uint64_t i = 0; i < n; i++, q += 12) u.old.emplace_back(get32(q), get64(q + 4));
+    out.push_back(std::move(u));
+    off += 4 + len;
+  }
+  return out;
+}
+
+std::string encode_undo(const UndoRecord& u) {
+  std::string text = format_position(u.prev);
+  std::string r;
+  uint8_t b[12];
+  put64(b, u.txid);
+  r.append(reinterpret_cast<char*>(b), 8);
+  put32(b, uint32_t(text.size()));
+  r.append(reinterpret_cast<char*>(b), 4);
+  r += text;
+  put64(b, u.old.size());
+  r.append(reinterpret_cast<char*>(b), 8);
+  for (const auto& c : u.old) {
+    put32(b, c.first);
+    put64(b + 4, c.second);
+    r.append(reinterpret_cast<char*>(b), 12);
+  }
+  put64(b, XXH64(r.data(), r.size(), 0));
+  r.append(reinterpret_cast<char*>(b), 8);
+  put32(b, uint32_t(r.size()));
+  return std::string(reinterpret_cast<char*>(b), 4) + r;
+}
+}  // namespace
+
+void PageState::enable_undo() {
+  if (undo_fd_ >= 0) return;
+  std::string path = dir_ + "/undo";
+  undo_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (undo_fd_ < 0) fail_errno("open " + path);
+  // Records above the position were written just before a crash that kept
+  // their commit from happening: they undo nothing.
+  trim_undo(0);
+}
+
+uint64_t PageState::undo_bytes() const {
+  struct stat st {};
+  return undo_fd_ >= 0 && ::fstat(undo_fd_, &st) == 0 ? uint64_t(st.st_size) : 0;
+}
+
+void PageState::append_undo(uint64_t txid, const std::vector<std::pair<uint32_t, uint64_t>>& changes) {
+  UndoRecord u;
+  u.txid = txid;
+  u.prev = pos_;
+  for (const auto& c : changes) u.old.emplace_back(c.first, get(c.first));
+  std::string r = encode_undo(u);
+  struct stat st {};
+  if (::fstat(undo_fd_, &st) != 0) fail_errno("stat undo");
+  pwrite_all(undo_fd_, r.data(), r.size(), uint64_t(st.st_size));
+  if (::fdatasync(undo_fd_) != 0) fail_errno("fsync undo");
+}
+
+// Keeps records with low < txid <= position: rewrites the file atomically.
+void PageState::trim_undo(uint64_t low) {
+  auto recs = read_undo(undo_fd_);
+  std::string keep;
+  for (const auto& u : recs)
+    if (u.txid > low && u.txid <= pos_.txid) keep += encode_undo(u);
+  if (keep.size() == undo_bytes()) return;
+  write_atomic(dir_ + "/undo", keep);
+  ::close(undo_fd_);
+  undo_fd_ = ::open((dir_ + "/undo").c_str(), O_RDWR | O_CLOEXEC);
+  if (undo_fd_ < 0) fail_errno("open " + dir_ + "/undo");
+}
+
+void PageState::rollback_to(uint64_t txid) {
+  if (txid >= pos_.txid) return;
+  auto recs = read_undo(undo_fd_);
+  // Walk back from the newest record; the oldest old value of a page wins.
+  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  Position target;
+  uint64_t want = pos_.txid;
+  for (auto it = recs.rbegin(); it != recs.rend() && want > txid; ++it) {
+    if (it->txid > want) continue;
+    if (it->txid != want) break;
+    changes.insert(changes.end(), it->old.begin(), it->old.end());
+    target = it->prev;
+    want = it->prev.txid;
+  }
+  if (want != txid)
+    fail_integrity("state " + dir_ + ": cannot roll back from TXID " + hex16(pos_.txid) + " to " +
+                   hex16(txid) + ": no undo record for TXID " + hex16(want));
+  // Entries of older records come later, so written in order the value a
+  // page had at `txid` is the one that stays.
+  int fd = undo_fd_;
+  undo_fd_ = -1;  // no undo record for the rollback itself
+  commit(target, changes);
+  undo_fd_ = fd;
+  trim_undo(0);
 }
 
 void PageState::replay_journal() {

@@ -254,7 +254,12 @@ Event EventReader::Impl::next_stream() {
       pos.ck2 = get32(b + 20);
       pos.big_endian = get32(b + 24) & 1;
       have_pos = true;
-      return next_stream();
+      e.type = Event::Position;
+      e.page_size = page_size;
+      e.salt1 = pos.salt1;
+      e.salt2 = pos.salt2;
+      e.wal_offset = frame_offset(pos.frames + 1, page_size);
+      return e;
     }
     case 'F': {
       if (in_resync) bad("frame inside a resync");

@@ -86,6 +86,7 @@ std::vector<Event> read_all(const std::string& bytes, std::vector<std::vector<ui
   std::vector<Event> out;
   for (;;) {
     Event e = r.next();
+    if (e.type == Event::Position) continue;  // positions are checked separately
     out.push_back(e);
     if (pages) pages->emplace_back(e.data ? e.data : nullptr, e.data ? e.data + e.page_size : nullptr);
     if (e.type == Event::End) break;

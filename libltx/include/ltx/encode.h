@@ -31,6 +31,7 @@ struct EncodeOptions {
   bool per_txn = true;       // one LTX per transaction; false: one per input
   uint64_t first_txid = 0;   // stateless mode: TXID of the first file (0: 1)
   int64_t timestamp = 0;     // fixed timestamp (0: event time or now)
+  std::string ack_path;      // acknowledgement file: undo records up to it are dropped
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.
@@ -47,6 +48,7 @@ class TxnEncoder {
   void on_resync_page(const wal::Event& e);
   void flush_batch();
   void emit(uint32_t commit, bool resync);
+  void emit_resync();
   struct Entry {
     uint32_t pgno;
     uint32_t slot;
@@ -68,6 +70,9 @@ class TxnEncoder {
   Position stateless_;          // running position when there is no state
   int files_ = 0;
   bool in_resync_ = false;
+  bool resync_pending_ = false;
+  uint32_t cursor_salt1_ = 0, cursor_salt2_ = 0;  // WAL position after a resync
+  uint64_t cursor_offset_ = 0;
   uint32_t resync_commit_ = 0;
 };
 

@@ -8,6 +8,10 @@
 //   journal    redo record of one commit in flight; replayed on open, so a
 //              crash between the pages update and the position update
 //              cannot leave them disagreeing
+//   undo       (only with an acknowledgement file) one record per TXID not
+//              yet acknowledged downstream: the previous position and the
+//              old checksum of every page the TXID changed, so the state can
+//              roll back to the acknowledged position after a crash
 #pragma once
 #include <cstdint>
 #include <string>
@@ -41,15 +45,30 @@ class PageState {
   void commit(const Position& p, const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   const std::string& dir() const { return dir_; }
 
+  // Keep undo records from now on (an acknowledgement file is in use).
+  void enable_undo();
+  // Roll the state back to `txid` (must be covered by undo records).
+  void rollback_to(uint64_t txid);
+  // Drop undo records at or below `txid` (acknowledged downstream).
+  void trim_undo(uint64_t txid);
+  uint64_t undo_bytes() const;
+
  private:
   void replay_journal();
+  void append_undo(uint64_t txid, const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   void write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   std::string dir_;
   int pages_fd_ = -1;
+  int undo_fd_ = -1;
   Position pos_;
 };
 
 std::string format_position(const Position& p);
 bool parse_position(const std::string& text, Position* p);
+// Reads a position file (an acknowledgement or a state's position): false
+// if it does not exist; throws if it exists but cannot be parsed.
+bool read_position_file(const std::string& path, Position* p);
+// Writes a position file atomically (temp, fsync, rename, fsync directory).
+void write_position_file(const std::string& path, const Position& p);
 
 }  // namespace ltx

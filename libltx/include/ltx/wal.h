@@ -38,6 +38,8 @@ struct Event {
     ResyncBegin,  // a full-page transaction follows (continuity was lost)
     ResyncPage,   // one page of it, pgno 1..commit ascending, lock page absent
     ResyncEnd,    // the resync transaction is complete and verified
+    Position,     // stream only: frames that follow continue at this WAL
+                  // position (salts; wal_offset = byte offset of the next frame)
   } type = End;
   uint32_t page_size = 0;
   uint32_t pgno = 0;
