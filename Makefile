@@ -26,7 +26,7 @@ SCRIPTS  := $(wildcard tools/*.sh)
 UNIT_SRC := $(wildcard tests/unit/*.cpp)
 MANPAGES := $(wildcard man/*.[1-8])
 
-.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo
+.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo torture
 
 all: $(TOOLS) $(BUILD)/bin/unit-tests
 
@@ -57,6 +57,13 @@ $(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a
 check: all
 	$(BUILD)/bin/unit-tests --gtest_brief=1
 	WALSYNC_BIN=$(abspath $(BUILD)/bin) scripts/with-s3 bats $(BATSFLAGS) tests/
+
+# wal-tail torture: a long writer with random checkpoints while the capture
+# pipeline is killed -9 and restarted; the restore must equal the source.
+TORTURE_TXNS ?= 6000
+TORTURE_KILLS ?= 12
+torture: all
+	PATH=$(abspath $(BUILD)/bin):$$PATH tests/wal-tail-torture.sh $(BUILD)/torture $(TORTURE_TXNS) $(TORTURE_KILLS)
 
 # The suite under AddressSanitizer + UBSan, in its own build tree.
 asan:
