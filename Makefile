@@ -26,7 +26,7 @@ SCRIPTS  := $(wildcard tools/*.sh)
 UNIT_SRC := $(wildcard tests/unit/*.cpp)
 MANPAGES := $(wildcard man/*.[1-8])
 
-.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo torture
+.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo torture live-soak
 
 all: $(TOOLS) $(BUILD)/bin/unit-tests
 
@@ -64,6 +64,11 @@ TORTURE_TXNS ?= 6000
 TORTURE_KILLS ?= 12
 torture: all
 	PATH=$(abspath $(BUILD)/bin):$$PATH tests/wal-tail-torture.sh $(BUILD)/torture $(TORTURE_TXNS) $(TORTURE_KILLS)
+
+# ltx-apply --live reader soak: 4 readers check every state they see while a
+# replica follows a busy primary for minutes (LIVE_NTXNS, LIVE_RATE per s).
+live-soak: all
+	LIVE_SOAK=1 WALSYNC_BIN=$(abspath $(BUILD)/bin) bats -f "4 readers" tests/ltx-apply-live.bats
 
 # The suite under AddressSanitizer + UBSan, in its own build tree.
 asan:
