@@ -182,6 +182,9 @@ class Tailer {
   bool slot0_ = false;  // our read transaction is on read-mark slot 0
   uint32_t old_salt1_ = 0, old_salt2_ = 0;  // the generation before the last restart
   bool frame_pending();
+  bool checkpointer_waiting();
+  void gap_repin();
+  bool gap_ = false, lost_ = false;
 };
 
 // True when the frame after pos_ is already in the WAL file, valid, but not
@@ -306,6 +309,11 @@ void Tailer::copy() {
     // The WAL restarted. We held a read transaction since pos_ was last
     // brought up to date, so the old generation ended at pos_ (see top).
     log("WAL restarted: salts " + hex08(s.salt1) + ":" + hex08(s.salt2));
+    if (gap_ && s.salt1 != pos_.salt1 + 1) {
+      gap_ = false;
+      lost_ = true;  // more than one restart while we held no lock
+      return;
+    }
     old_salt1_ = pos_.salt1;
     old_salt2_ = pos_.salt2;
     pos_ = wal::Position{};
@@ -363,6 +371,43 @@ void Tailer::copy() {
   sw_->flush();
 }
 
+// True when another process holds the WAL write and checkpoint locks: a
+// FULL/RESTART/TRUNCATE checkpoint that may be waiting for our read lock.
+bool Tailer::checkpointer_waiting() {
+  if (shmfd_ < 0) return false;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 120;  // WALINDEX_LOCK_OFFSET + WAL_WRITE_LOCK; +1 is WAL_CKPT_LOCK
+  fl.l_len = 2;
+  if (fcntl(shmfd_, F_GETLK, &fl) != 0) return false;
+  return fl.l_type == F_WRLCK && fl.l_start == 120 && fl.l_len == 2;
+}
+
+// Step aside for a waiting checkpointer: our two connections share read
+// slot 1 when both are current, and a FULL/RESTART/TRUNCATE checkpoint that
+// saw an older mark there waits for that slot without looking again. Only
+// while it holds the write lock and we have copied every frame: nothing can
+// be appended meanwhile, so a restart discards only frames already written
+// out. We re-pin as soon as it lets go (1 ms polls, at most 2 s); copy()
+// then demands that at most one restart happened (salt1 advances by one per
+// restart), else it resyncs.
+void Tailer::gap_repin() {
+  Shm s = read_shm();
+  if (s.mx_frame != pos_.frames || s.salt1 != pos_.salt1 || s.salt2 != pos_.salt2) return;
+  log("stepping aside for a waiting checkpoint");
+  r_[cur_]->end_read();
+  int64_t t0 = mono_ms();
+  do {
+    usleep(1000);
+  } while (checkpointer_waiting() && mono_ms() - t0 < 2000);
+  gap_ = true;
+  r_[cur_]->begin_read();
+  copy();
+  gap_ = false;
+  slot0_ = false;
+}
+
 // Begin the next read transaction, copy, then release the previous one.
 void Tailer::advance() {
   int next = cur_ < 0 ? 0 : 1 - cur_;
@@ -395,7 +440,11 @@ void Tailer::checkpoint() {
 // taken while briefly holding the write lock so its WAL end (mxFrame) is
 // known exactly; pages come from the newest frame <= mxFrame, else the file.
 void Tailer::resync() {
-  int next = cur_ < 0 ? 0 : 1 - cur_;
+  // Continuity is being re-established: hold no read lock while waiting for
+  // the write lock (a waiting RESTART checkpoint would wait for us in turn).
+  if (cur_ >= 0) r_[cur_]->end_read();
+  cur_ = -1;
+  int next = 0;
   Shm s;
   ck_->exec("BEGIN IMMEDIATE");
   try {
@@ -406,7 +455,6 @@ void Tailer::resync() {
     throw;
   }
   ck_->exec("ROLLBACK");
-  if (cur_ >= 0) r_[cur_]->end_read();
   cur_ = next;
   uint32_t npages = uint32_t(std::stoul(r_[next]->text("PRAGMA page_count")));
   uint32_t ps = uint32_t(std::stoul(r_[next]->text("PRAGMA page_size")));
@@ -505,7 +553,7 @@ void Tailer::run() {
   ck_.reset(new Db(o_.db, o_.busy_timeout_ms));
   std::string mode = ck_->text("PRAGMA journal_mode");
   if (mode != "wal") fail_runtime(o_.db + ": not in WAL mode (journal_mode is " + mode + ")");
-  with_context(o_.db, [&] { r_[0]->begin_read(); });
+  with_context(o_.db, [&] { r_[0]->begin_read(); });  // refuses exclusive locking mode
   cur_ = 0;
   if (::access(shm_path_.c_str(), F_OK) != 0)
     fail_runtime(o_.db + ": no wal-index (exclusive locking mode?)");
@@ -575,6 +623,12 @@ void Tailer::run() {
       fail_runtime(o_.db + ": database file was replaced or removed");
     uint64_t before = emitted_;
     advance();
+    if (!slot0_ && checkpointer_waiting()) gap_repin();
+    if (lost_) {
+      log("continuity lost across a read-lock gap: resync");
+      lost_ = false;
+      resync();
+    }
     int64_t now = mono_ms();
     if (emitted_ != before) last_change = now;
     // A commit written but not yet published: look again in 1, 2, 4 .. 64 ms,
