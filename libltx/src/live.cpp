@@ -1,5 +1,6 @@
 #include "ltx/live.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -181,6 +182,14 @@ void LiveReplica::recover() {
   lock();
   try {
     if (exists(journal_) && ::unlink(journal_.c_str()) != 0) fail_errno("unlink " + journal_);
+    // Leftovers of a killed run: spool files and temp state files.
+    if (DIR* dp = ::opendir(dir_.c_str())) {
+      while (struct dirent* e = ::readdir(dp)) {
+        std::string n = e->d_name;
+        if (n.rfind("spool.", 0) == 0 || n.find(".tmp-") != std::string::npos) ::unlink((dir_ + "/" + n).c_str());
+      }
+      ::closedir(dp);
+    }
     uint64_t size = file_size();
     uint32_t counter = 0;
     if (size >= 100) {
