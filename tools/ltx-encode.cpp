@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "ltx/bytes.h"
 #include "ltx/encode.h"
+#include "ltx/pipeline.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Encode a database snapshot, a -wal file or a WAL stream (stdin) as LTX on stdout.",
@@ -48,28 +49,11 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<ltx::PageState> state;
     if (!state_dir.empty()) state = std::make_unique<ltx::PageState>(state_dir);
-    if (!ack.empty()) {
-      // Files emitted but never acknowledged were lost downstream: undo them,
-      // so the next file continues exactly what the destination holds.
-      state->enable_undo();
-      ltx::Position acked;
-      if (ltx::read_position_file(ack, &acked)) {
-        if (acked.txid > state->position().txid)
-          ltx::fail_integrity(ack + ": acknowledged TXID " + ltx::hex16(acked.txid) +
-                              " is ahead of the state (" + ltx::hex16(state->position().txid) +
-                              "): the state belongs to another replica");
-        state->rollback_to(acked.txid);
-        if (state->position().checksum != acked.checksum)
-          ltx::fail_integrity(ack + ": checksum " + ltx::hex16(acked.checksum) +
-                              " differs from the state's " +
-                              ltx::hex16(state->position().checksum) + " at TXID " +
-                              ltx::hex16(acked.txid));
-        state->trim_undo(acked.txid);
-        if (verbose)
-          std::fprintf(stderr, "ltx-encode: resuming at acknowledged TXID %s\n",
-                       ltx::hex16(acked.txid).c_str());
-      }
-    }
+    // Files emitted but never acknowledged were lost downstream: undo them,
+    // so the next file continues exactly what the destination holds.
+    if (!ack.empty() && ltx::resume_from_ack(*state, ack) && verbose)
+      std::fprintf(stderr, "ltx-encode: resuming at acknowledged TXID %s\n",
+                   ltx::hex16(state->position().txid).c_str());
     if (tmpdir.empty()) {
       const char* t = std::getenv("TMPDIR");
       tmpdir = !state_dir.empty() ? state_dir : (t && *t ? t : "/tmp");

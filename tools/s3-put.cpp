@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "ltx/bytes.h"
 #include "ltx/ltx.h"
+#include "ltx/pipeline.h"
 #include "ltx/replica.h"
 #include "ltx/state.h"
 #include "s3common.h"
@@ -28,77 +29,28 @@ int put_raw(const Options& o, const ltx::Location& loc, ltx::Store& store) {
   return cli::kOk;
 }
 
-// The acknowledgement: the position the destination durably holds, in the
-// position format of ltx-encode's state (txid, checksum, WAL cursor).
-ltx::Position ack_of(const ltx::Header& h, const ltx::Trailer& t) {
-  ltx::Position p;
-  p.txid = h.max_txid;
-  p.checksum = t.post_apply;
-  p.page_size = h.page_size;
-  p.commit = h.commit;
-  p.wal_salt1 = h.wal_salt1;
-  p.wal_salt2 = h.wal_salt2;
-  p.wal_offset = uint64_t(h.wal_offset + h.wal_size);
-  return p;
-}
-
 // Brings the acknowledgement up to the remote's latest level-0 file: an
 // upload that completed just before a crash was never acknowledged.
 int sync_ack(const Options& o, const ltx::Location& loc, ltx::Store& store) {
-  ltx::Replica rep(store, loc);
-  auto files = rep.list(0);
-  ltx::Position acked;
-  bool have = ltx::read_position_file(o.ack, &acked);
-  if (files.empty()) return cli::kOk;
-  const ltx::ReplicaFile* last = &files.front();
-  for (const auto& f : files)
-    if (f.max_txid > last->max_txid) last = &f;
-  if (have && acked.txid >= last->max_txid) return cli::kOk;
-  ltx::write_position_file(o.ack, ack_of(rep.header(*last), rep.trailer(*last)));
-  if (o.s3.verbose)
-    cli::error(o.ack + ": acknowledged " + ltx::hex16(last->max_txid) + " from the remote");
+  uint64_t txid = 0;
+  if (ltx::sync_ack(store, loc, o.ack, &txid) && o.s3.verbose)
+    cli::error(o.ack + ": acknowledged " + ltx::hex16(txid) + " from the remote");
   return cli::kOk;
 }
 
 int put_stream(const Options& o, const ltx::Location& loc, ltx::Store& store) {
-  ltx::Replica rep(store, loc);
-  ltx::ChainGuard guard(rep, o.level);
-  ltx::FdReader fin(0);
-  ltx::BufReader in(fin);
+  ltx::FdReader in(0);
+  ltx::UploadOptions u;
+  u.level = o.level;
+  u.ack = o.ack;
   const char* tmp = std::getenv("TMPDIR");
-  ltx::Spool spool(4u << 20, tmp && *tmp ? tmp : "/tmp");
-  std::vector<uint8_t> page;
-  for (int n = 0;; n++) {
-    spool.clear();
-    ltx::TeeReader tee(in, spool);
-    ltx::Decoder d(tee);
-    std::string ctx = "stdin: file " + std::to_string(n + 1);
-    if (!ltx::with_context(ctx, [&] { return d.read_header(); })) {
-      if (n == 0) ltx::fail_integrity("stdin: empty LTX stream");
-      break;
-    }
-    const ltx::Header h = d.header();
-    ctx = "stdin: " + ltx::format_filename(h.min_txid, h.max_txid);
-    const ltx::Trailer t = ltx::with_context(ctx, [&] {
-      page.resize(h.page_size);
-      uint32_t pgno;
-      while (d.next_page(&pgno, page.data())) {
-      }
-      return d.finish();
-    });
-    if (o.level == ltx::kSnapshotLevel && !h.snapshot())
-      ltx::fail_integrity(ctx + ": level 9 takes snapshots only (MinTXID 1)");
-    std::string key = rep.key(o.level, h.min_txid, h.max_txid);
-    if (guard.check(h, t) == ltx::ChainGuard::Action::Skip) {
-      if (o.s3.verbose) cli::error(key + ": already stored, skipped");
-    } else {
-      auto body = spool.reader();
-      store.put(key, *body, {{"litestream-timestamp", ltx::format_timestamp(h.timestamp)}});
-      guard.uploaded(h, t, spool.size());
-      if (o.s3.verbose) cli::error(key + ": stored (" + std::to_string(spool.size()) + " bytes)");
-    }
-    if (!o.ack.empty() && o.level == 0) ltx::write_position_file(o.ack, ack_of(h, t));
-  }
+  u.tmpdir = tmp && *tmp ? tmp : "/tmp";
+  if (o.s3.verbose)
+    u.on_file = [](bool stored, const std::string& key, const ltx::Header&, const ltx::Trailer&,
+                   uint64_t bytes) {
+      cli::error(key + (stored ? ": stored (" + std::to_string(bytes) + " bytes)" : ": already stored, skipped"));
+    };
+  ltx::upload_stream(in, store, loc, u);
   return cli::kOk;
 }
 
