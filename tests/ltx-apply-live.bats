@@ -107,7 +107,12 @@ make_stream() {  # NTXNS
   wal-tail "$T/P.db" > "$T/wal.fifo" & local wt=$!
   ltx-encode --state "$T/S" < "$T/wal.fifo" > "$T/stream.ltx" & local enc=$!
   python3 "$TOOLS/live-writer.py" "$T/P.db" "$1"
-  sleep 1.5
+  for _ in $(seq 1 300); do  # until the stream holds the last commit
+    ltx-apply --live "$T/probe.db" < "$T/stream.ltx" 2>/dev/null || true
+    [ "$(sqlite3 "$T/probe.db" 'SELECT n FROM counter' 2>/dev/null)" = "$1" ] && break
+    sleep 0.2
+  done
+  sleep 0.3
   kill "$wt"; wait "$wt" || true
   wait "$enc"
   ltx-apply -v "$T/check.db" < "$T/stream.ltx" 2> "$T/check.log"
