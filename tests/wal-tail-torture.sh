@@ -28,7 +28,7 @@ PY
 
 pipe_pid=
 start_pipe() {
-  ( wal-tail src.db 2>>wal-tail.err | ltx-encode --state st >> out.ltx 2>>ltx-encode.err ) &
+  ( wal-tail -v src.db 2>>wal-tail.err | ltx-encode --state st >> out.ltx 2>>ltx-encode.err ) &
   pipe_pid=$!
 }
 stop_pipe() {  # $1: signal for wal-tail
@@ -43,13 +43,16 @@ mon=$!
 start_pipe
 python3 "$HERE/wal-tail-writer.py" src.db "$N" "$SEED" lat-src &
 writer=$!
-for _ in $(seq "$KILLS"); do
-  sleep "0.$((RANDOM % 9 + 1))"
+kills=0
+while [ "$kills" -lt "$KILLS" ] && kill -0 "$writer" 2>/dev/null; do
+  sleep "$((RANDOM % 2)).$((RANDOM % 9 + 1))"
   kill -0 "$writer" 2>/dev/null || break
   stop_pipe KILL
+  kills=$((kills + 1))
   sleep "0.0$((RANDOM % 9))"
   start_pipe
 done
+echo "kills $kills"
 wait "$writer"
 sleep 1                    # let the last commits through
 stop_pipe TERM
@@ -57,6 +60,7 @@ kill "$mon"; wait "$mon" 2>/dev/null || true
 echo "writer_tailed_p99_ms $(pct lat-src 99) max_ms $(pct lat-src 100)"
 echo "wal_max_bytes $(sort -n walsize | tail -1)"
 echo "ltx_bytes $(stat -c %s out.ltx)"
+echo "resyncs $(grep -c 'resync:' wal-tail.err || true) restarts_followed $(grep -c 'WAL restarted' wal-tail.err || true) checkpoint_waits_let_through $(grep -c 'stepping aside' wal-tail.err || true)"
 
 ltx-apply restored.db < out.ltx
 python3 -c 'import sqlite3; sqlite3.connect("src.db").execute("PRAGMA wal_checkpoint(TRUNCATE)")'
