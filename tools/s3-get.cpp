@@ -1,9 +1,17 @@
 // s3-get - plan a restore from a replica (newest snapshot at or before the
 // target, then the fewest files that reach it) and stream it to stdout as
-// one concatenated LTX stream; or fetch one plain object (--raw).
+// one concatenated LTX stream; or fetch one plain object (--raw). With
+// --follow, keep polling and stream each new file as it appears.
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include "cli.h"
+#include "ltx/bytes.h"
+#include "ltx/follow.h"
 #include "ltx/ltx.h"
 #include "ltx/replica.h"
 #include "s3common.h"
@@ -11,8 +19,8 @@
 namespace {
 
 struct Options {
-  std::string url, txid, timestamp;
-  bool dry_run = false, raw = false;
+  std::string url, txid, timestamp, interval = "1s", after;
+  bool dry_run = false, raw = false, follow = false;
   s3cli::Flags s3;
 };
 
@@ -24,6 +32,64 @@ uint64_t parse_txid(const std::string& s) {
   if (v == 0) ltx::fail(ltx::Kind::Usage, "--txid " + s + ": TXIDs start at 1");
   return v;
 }
+
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+// Unbuffered stdout that names a departed reader (EPIPE) plainly.
+class Stdout : public ltx::Writer {
+ public:
+  void write(const void* p, size_t n) override {
+    auto* b = static_cast<const char*>(p);
+    while (n) {
+      ssize_t k = ::write(1, b, n);
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0 && errno == EPIPE) ltx::fail_runtime("standard output: the reader has gone (EPIPE)");
+      if (k < 0) ltx::fail_errno("standard output");
+      b += k, n -= size_t(k);
+    }
+  }
+};
+
+// Sleeps up to ms; false on SIGTERM/SIGINT or when stdout's reader is gone.
+bool wait_for(int64_t ms) {
+  struct pollfd p = {1, 0, 0};  // a pipe's write end reports POLLERR once no reader is left
+  int rc = ::poll(&p, 1, int(ms));
+  if (g_stop) return false;
+  if (rc > 0 && (p.revents & (POLLERR | POLLHUP)))
+    ltx::fail_runtime("standard output: the reader has gone");
+  return true;
+}
+
+int follow(const Options& o, ltx::Store& store, const ltx::Location& loc) {
+  ltx::FollowOptions fo;
+  fo.interval_ms = ltx::parse_duration_ms(o.interval);
+  if (fo.interval_ms < 10 || fo.interval_ms > 86400000)
+    ltx::fail(ltx::Kind::Usage, "--interval " + o.interval + ": want a duration from 10ms to 24h, e.g. 1s, 500ms, 2m");
+  if (!o.after.empty()) {
+    fo.has_after = true;
+    if (!ltx::parse_hex16(o.after, &fo.after) && o.after != "0")
+      fo.after = parse_txid(o.after);  // shorter hex
+  }
+  struct sigaction sa = {};
+  sa.sa_handler = on_signal;  // no SA_RESTART: poll() wakes up
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  fo.wait = wait_for;
+  fo.stop = [] { return g_stop != 0; };
+  if (o.s3.verbose) fo.log = [](const std::string& m) { cli::error(m); };
+  Stdout out;
+  ltx::Replica rep(store, loc);
+  ltx::Follower f(rep, out, fo);
+  ltx::with_context(o.url, [&] { f.run(); });
+  if (o.s3.verbose) {
+    auto& st = f.stats();
+    cli::error("stopped at TXID " + ltx::hex16(st.position) + ": " + std::to_string(st.files) + " files, " +
+               std::to_string(st.polls) + " polls, " + std::to_string(st.full_lists) + " full listings");
+  }
+  return cli::kOk;
+}
+
 
 int run(const Options& o) {
   ltx::Location loc = ltx::parse_url(o.url);
@@ -38,6 +104,7 @@ int run(const Options& o) {
     ltx::fail(ltx::Kind::Usage, "refusing to write binary data to a terminal (redirect stdout)");
   ltx::S3Config cfg = s3cli::config(o.s3, loc);
   auto store = ltx::open_store(loc, cfg);
+  if (o.follow) return follow(o, *store, loc);
   ltx::FdWriter out(1);
   if (o.raw) {
     if (loc.path.empty()) ltx::fail(ltx::Kind::Usage, o.url + ": --raw needs a key");
@@ -76,7 +143,13 @@ int main(int argc, char** argv) {
   auto* tx = app.add_option("--txid", o.txid, "restore up to this TXID (hex)");
   app.add_option("--timestamp", o.timestamp, "restore to the last file at or before this RFC 3339 time")->excludes(tx);
   app.add_flag("-n,--dry-run", o.dry_run, "print the plan (one replica file a line) instead of data");
-  app.add_flag("--raw", o.raw, "write one plain object to stdout")->excludes(tx);
+  auto* raw = app.add_flag("--raw", o.raw, "write one plain object to stdout")->excludes(tx);
+  auto* fl = app.add_flag("-f,--follow", o.follow, "after the restore, poll and stream each new file")
+                 ->excludes(tx)->excludes(raw);
+  app.get_option("--timestamp")->excludes(fl);
+  app.get_option("--dry-run")->excludes(fl);
+  app.add_option("--interval", o.interval, "--follow: poll every DUR (default 1s; 500ms, 2m, ...)")->needs(fl);
+  app.add_option("--after", o.after, "--follow: start after this TXID (hex) instead of restoring")->needs(fl);
   app.add_option("--max-keys", o.s3.max_keys, "ListObjectsV2 page size (default 1000)")->check(CLI::Range(1, 1000));
   s3cli::add_flags(app, o.s3);
   return cli::run(app, argc, argv, [&] { return run(o); });

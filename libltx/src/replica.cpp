@@ -189,6 +189,35 @@ RestorePlan plan_restore(Replica& r, const std::vector<ReplicaFile>& files, cons
                  " (restoring to TXID " + hx(target) + " from snapshot " + snaps[0]->name() + ")");
 }
 
+std::vector<ReplicaFile> plan_bridge(const std::vector<ReplicaFile>& files, uint64_t from) {
+  std::multimap<uint64_t, const ReplicaFile*> by_min;
+  for (auto& f : files)
+    if (f.level < kSnapshotLevel && f.min_txid > 1 && f.max_txid >= f.min_txid && f.max_txid > from)
+      by_min.emplace(f.min_txid, &f);
+  std::map<uint64_t, const ReplicaFile*> via;  // position -> file that reached it first (fewest files)
+  std::deque<uint64_t> q{from};
+  via[from] = nullptr;
+  while (!q.empty()) {
+    uint64_t pos = q.front();
+    q.pop_front();
+    auto range = by_min.equal_range(pos + 1);
+    std::vector<const ReplicaFile*> next;
+    for (auto it = range.first; it != range.second; ++it) next.push_back(it->second);
+    std::sort(next.begin(), next.end(), [](const ReplicaFile* a, const ReplicaFile* b) {
+      return a->max_txid != b->max_txid ? a->max_txid > b->max_txid : a->level > b->level;
+    });
+    for (auto* f : next) {
+      if (via.count(f->max_txid)) continue;
+      via[f->max_txid] = f;
+      q.push_back(f->max_txid);
+    }
+  }
+  std::vector<ReplicaFile> out;
+  for (uint64_t pos = via.rbegin()->first; via[pos]; pos = via[pos]->min_txid - 1) out.push_back(*via[pos]);
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
 // ---- chain guard ----
 
 ChainGuard::ChainGuard(Replica& r, int level) : r_(r), level_(level) {}

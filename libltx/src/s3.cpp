@@ -315,7 +315,7 @@ class S3Store : public Store {
     });
   }
 
-  std::vector<ObjectInfo> list(const std::string& prefix) override {
+  std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
     return with_context("list s3://" + bucket_ + "/" + prefix, [&] {
       std::vector<ObjectInfo> out;
       std::string token;
@@ -323,6 +323,7 @@ class S3Store : public Store {
         Request r;
         r.query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", std::to_string(cfg_.max_keys)}};
         if (!token.empty()) r.query.emplace_back("continuation-token", token);
+        if (!start_after.empty()) r.query.emplace_back("start-after", start_after);
         Response resp = request(r);
         const std::string& x = resp.body;
         if (x.find("<ListBucketResult") == std::string::npos)

@@ -114,10 +114,13 @@ class FileStore : public Store {
     });
   }
 
-  std::vector<ObjectInfo> list(const std::string& prefix) override {
+  std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
     std::vector<ObjectInfo> out;
     std::string p = "/" + prefix;
     walk(p.substr(0, p.rfind('/')), p, out);
+    if (!start_after.empty())
+      out.erase(std::remove_if(out.begin(), out.end(), [&](const ObjectInfo& o) { return o.key <= start_after; }),
+                out.end());
     std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
     return out;
   }

@@ -68,6 +68,12 @@ struct RestorePlan {
 // level; a few ranged GETs). Throws Integrity naming the gap.
 RestorePlan plan_restore(Replica& r, const std::vector<ReplicaFile>& files, const RestoreTarget& t);
 
+// The fewest files (levels 0..8, higher levels preferred on ties) that
+// continue a chain at TXID `from` (the first starts at from+1) as far as
+// the replica reaches. Empty if no file starts at from+1. A follower that
+// fell behind a compaction or retention window bridges with it.
+std::vector<ReplicaFile> plan_bridge(const std::vector<ReplicaFile>& files, uint64_t from);
+
 // s3-put's guard: decides for each verified LTX file whether it continues
 // the remote chain (Upload), is already there byte-identical (Skip, so a
 // restarted pipeline converges), or would break the chain (throws
@@ -107,6 +113,9 @@ class PlanCheckWriter : public Writer {
   void end();                        // after each file's bytes
   void write(const void* p, size_t n) override;
   void flush() override { out_.flush(); }
+  // Post-apply checksum and MaxTXID of the last file end()ed (0: none).
+  uint64_t last_post_apply() const { return have_prev_ ? prev_post_ : 0; }
+  uint64_t last_txid() const { return have_prev_ ? prev_max_ : 0; }
 
  private:
   Writer& out_;

@@ -46,7 +46,10 @@ class Store {
   // The last n bytes of an object (n <= its size), e.g. an LTX trailer.
   virtual std::string get_tail(const std::string& key, size_t n) = 0;
   // Every key starting with prefix, in key order (ListObjectsV2 pages).
-  virtual std::vector<ObjectInfo> list(const std::string& prefix) = 0;
+  // With start_after, only keys sorting after it (ListObjectsV2
+  // "start-after"): a poll for new keys past a known one is one small
+  // request that returns an empty page while nothing changes.
+  virtual std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after = "") = 0;
   // False if the key does not exist.
   virtual bool head(const std::string& key, ObjectInfo* info) = 0;
   // Deletes keys (missing keys are not an error); S3 batches <= 1000 a request.
