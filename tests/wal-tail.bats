@@ -35,7 +35,7 @@ checkpoint_source() { sql "PRAGMA wal_checkpoint(TRUNCATE)"; }
 # wait_for FILE SIZE: until FILE is at least SIZE bytes (5 s)
 wait_for() {
   for _ in $(seq 500); do
-    [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+    [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ] && return 0
     sleep 0.01
   done
   return 1

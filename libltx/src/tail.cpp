@@ -656,6 +656,7 @@ void Tailer::run() {
       last_change = now;
     }
   }
+  advance();  // stopping: write out everything committed so far
   sw_->flush();
 }
 
