@@ -274,8 +274,20 @@ class S3Store : public Store {
 
   void put(const std::string& key, Reader& body, const Metadata& meta) override {
     with_context("put " + key, [&] {
-      std::vector<uint8_t> buf(cfg_.part_size + 1);
-      size_t n = read_full(body, buf.data(), buf.size());
+      // Grow the buffer with the body (a small file costs a small buffer,
+      // not a zero-filled part); multipart once it exceeds one part.
+      std::vector<uint8_t> buf;
+      const size_t want = cfg_.part_size + 1;
+      size_t n = 0;
+      for (;;) {
+        if (n == buf.size()) {
+          if (n >= want) break;
+          buf.resize(std::min(want, std::max<size_t>(64 * 1024, 2 * n)));
+        }
+        size_t k = body.read(buf.data() + n, buf.size() - n);
+        if (k == 0) break;
+        n += k;
+      }
       if (n <= cfg_.part_size) {
         Request r;
         r.method = "PUT";
