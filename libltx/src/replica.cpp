@@ -431,3 +431,166 @@ std::unique_ptr<Reader> Spool::reader() {
 }
 
 }  // namespace ltx
+
+// ---- verify ----
+
+#include <thread>
+#include <exception>
+#include <set>
+
+namespace ltx {
+
+Trailer verify_object(Store& s, const std::string& key, Header* h) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) fail_errno("pipe");
+  std::exception_ptr err;
+  std::thread feeder([&] {
+    try {
+      FdWriter w(fds[1]);
+      s.get(key, w);
+      w.flush();
+    } catch (...) {
+      err = std::current_exception();
+    }
+    ::close(fds[1]);
+  });
+  Trailer t;
+  std::exception_ptr derr;
+  try {
+    FdReader fr(fds[0]);
+    BufReader br(fr);
+    t = verify_stream(br, h);
+    char c;
+    if (br.read(&c, 1) != 0) fail_integrity("trailing bytes after the trailer");
+  } catch (...) {
+    derr = std::current_exception();
+  }
+  ::close(fds[0]);  // a feeder still writing gets EPIPE and stops
+  feeder.join();
+  if (err) {
+    try {
+      std::rethrow_exception(err);
+    } catch (const Error& e) {
+      if (!derr || e.kind() != Kind::Runtime || std::string(e.what()).find("write") == std::string::npos) throw;
+    }
+  }
+  if (derr) std::rethrow_exception(derr);
+  return t;
+}
+
+ReplicaReport verify_replica(Replica& r, const std::function<void(const ReplicaFile&)>& on_file) {
+  ReplicaReport rep;
+  auto files = r.list();
+  struct Info {
+    const ReplicaFile* f;
+    Header h;
+    Trailer t;
+  };
+  std::vector<Info> good;
+  for (auto& f : files) {
+    rep.files++;
+    rep.bytes += f.size;
+    rep.per_level[f.level]++;
+    rep.latest = std::max(rep.latest, f.max_txid);
+    if (on_file) on_file(f);
+    Info in{&f, {}, {}};
+    try {
+      in.t = verify_object(r.store(), f.key, &in.h);
+      if (in.h.min_txid != f.min_txid || in.h.max_txid != f.max_txid)
+        fail_integrity("header TXIDs " + format_filename(in.h.min_txid, in.h.max_txid) + " do not match the name");
+      if (f.level == kSnapshotLevel && !in.h.snapshot()) fail_integrity("level 9 holds snapshots only, MinTXID is not 1");
+    } catch (const Error& e) {
+      if (e.kind() != Kind::Integrity) throw;  // network etc.: not a verdict on the replica
+      rep.defects.push_back("corrupt: " + f.name() + ": " + e.what());
+      rep.bad_files++;
+      continue;
+    }
+    good.push_back(in);
+  }
+  auto has_sum = [](const Info& i) { return !i.h.no_checksum() && i.t.post_apply != 0; };
+  // post-apply agreement per TXID; the first checksummed file ending there is the reference
+  std::map<uint64_t, const Info*> ends;
+  for (auto& i : good) {
+    if (!has_sum(i)) continue;
+    auto it = ends.find(i.f->max_txid);
+    if (it == ends.end()) {
+      ends[i.f->max_txid] = &i;
+    } else if (it->second->t.post_apply != i.t.post_apply) {
+      rep.defects.push_back("checksum: " + i.f->name() + ": post-apply checksum " + hex16(i.t.post_apply) +
+                            " differs from " + it->second->f->name() + "'s " + hex16(it->second->t.post_apply) +
+                            " at TXID " + hex16(i.f->max_txid));
+    }
+  }
+  std::set<const ReplicaFile*> broken;  // pre-apply mismatch: no restore may use it
+  for (auto& i : good) {
+    if (i.h.snapshot() || i.h.no_checksum() || i.h.pre_apply == 0) continue;
+    auto it = ends.find(i.f->min_txid - 1);
+    if (it != ends.end() && it->second->t.post_apply != i.h.pre_apply) {
+      rep.defects.push_back("checksum: " + i.f->name() + ": pre-apply checksum " + hex16(i.h.pre_apply) +
+                            " does not match the post-apply " + hex16(it->second->t.post_apply) + " of " +
+                            it->second->f->name() + " (TXID " + hex16(i.f->min_txid - 1) + ")");
+      broken.insert(i.f);
+    }
+  }
+  // gaps: TXIDs in 1..latest that no good file covers
+  std::vector<std::pair<uint64_t, uint64_t>> cov;
+  for (auto& i : good) cov.emplace_back(i.f->min_txid, i.f->max_txid);
+  std::sort(cov.begin(), cov.end());
+  uint64_t covered = 0, first_gap = 0;
+  auto gap = [&](uint64_t a, uint64_t b) {
+    rep.gaps++;
+    if (!first_gap) first_gap = a;
+    rep.defects.push_back("gap: TXIDs " + hex16(a) + "-" + hex16(b) + ": no file holds them (restores cannot pass TXID " +
+                          hex16(a - 1) + ")");
+  };
+  for (auto& c : cov) {
+    if (c.first > covered + 1) gap(covered + 1, c.first - 1);
+    covered = std::max(covered, c.second);
+  }
+  if (covered < rep.latest) gap(covered + 1, rep.latest);
+  // reachability from every snapshot
+  std::multimap<uint64_t, const Info*> by_min;
+  std::set<uint64_t> reach;
+  std::deque<uint64_t> q;
+  for (auto& i : good) {
+    if (broken.count(i.f)) continue;
+    if (i.h.snapshot()) {
+      if (reach.insert(i.f->max_txid).second) q.push_back(i.f->max_txid);
+    } else {
+      by_min.emplace(i.f->min_txid, &i);
+    }
+  }
+  while (!q.empty()) {
+    uint64_t p = q.front();
+    q.pop_front();
+    auto range = by_min.equal_range(p + 1);
+    for (auto it = range.first; it != range.second; ++it)
+      if (reach.insert(it->second->f->max_txid).second) q.push_back(it->second->f->max_txid);
+  }
+  size_t beyond = 0;
+  for (auto& i : good) {
+    if (i.h.snapshot() || broken.count(i.f) || reach.count(i.f->min_txid - 1)) continue;
+    if (first_gap && i.f->min_txid > first_gap) {
+      beyond++;
+      continue;
+    }
+    rep.orphans++;
+    rep.defects.push_back("orphan: " + i.f->name() + ": no restore reaches TXID " + hex16(i.f->min_txid - 1) +
+                          ", so nothing can use it");
+  }
+  if (beyond)
+    rep.defects.push_back("unreachable: " + std::to_string(beyond) + " files after the gap at TXID " + hex16(first_gap));
+  if (!reach.empty()) {
+    rep.restore_min = *reach.begin();
+    rep.restore_max = *reach.rbegin();
+    rep.restore_points = reach.size();
+    if (rep.restore_max < rep.latest && !rep.gaps)
+      rep.defects.push_back("gap: restores reach TXID " + hex16(rep.restore_max) + ", not the latest " + hex16(rep.latest));
+  } else if (rep.files) {
+    rep.defects.push_back("no snapshot: nothing is restorable");
+  }
+  if (!rep.files) rep.defects.push_back("no replica files");
+  return rep;
+}
+
+}  // namespace ltx

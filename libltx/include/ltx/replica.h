@@ -7,6 +7,7 @@
 // Levels: 0 raw files, 1..8 compactions, 9 snapshots (MinTXID 1).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -73,6 +74,31 @@ RestorePlan plan_restore(Replica& r, const std::vector<ReplicaFile>& files, cons
 // the replica reaches. Empty if no file starts at from+1. A follower that
 // fell behind a compaction or retention window bridges with it.
 std::vector<ReplicaFile> plan_bridge(const std::vector<ReplicaFile>& files, uint64_t from);
+
+// Downloads one object through the LTX decoder as it arrives (a thread
+// feeds a pipe; memory stays at a few buffers for any size) and verifies
+// it completely: header, every page, index, file checksum, a snapshot's
+// post-apply fold, no trailing bytes. The caller must ignore SIGPIPE.
+Trailer verify_object(Store& s, const std::string& key, Header* h);
+
+// verify_replica's findings. Defects are one line each.
+struct ReplicaReport {
+  std::vector<std::string> defects;
+  size_t files = 0, bad_files = 0, orphans = 0, gaps = 0;
+  uint64_t bytes = 0;
+  size_t per_level[kMaxLevel + 1] = {};
+  uint64_t latest = 0;                 // highest MaxTXID of any file
+  uint64_t restore_min = 0, restore_max = 0;  // restorable TXIDs (0: none)
+  uint64_t restore_points = 0;         // TXIDs a restore can target
+};
+
+// Walks a replica: verifies every file (verify_object), then the chain
+// across files and levels: headers match names; files ending at the same
+// TXID agree on the post-apply checksum; each file's pre-apply checksum
+// equals the post-apply of the files ending just before it; TXIDs no file
+// covers (gaps); files no restore can reach (orphans); the restorable
+// range. on_file(f) is called before each download (progress), may be null.
+ReplicaReport verify_replica(Replica& r, const std::function<void(const ReplicaFile&)>& on_file);
 
 // s3-put's guard: decides for each verified LTX file whether it continues
 // the remote chain (Upload), is already there byte-identical (Skip, so a
