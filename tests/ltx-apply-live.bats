@@ -40,6 +40,34 @@ state_of() { echo "$(sha "$1") $(sha "$1-ltx/state")"; }
   [ "$(sqlite3 "$T/r.db" .sha3sum)" = "$(sqlite3 "$T/plain.db" .sha3sum)" ]
 }
 
+@test "live: a newer snapshot replaces an existing replica" {
+  cat "$C"/*.ltx | ltx-apply --live "$T/r.db"
+  sqlite3 "$T/n.db" 'PRAGMA page_size=1024; CREATE TABLE other(x); INSERT INTO other VALUES (42);'
+  ltx-encode --db "$T/n.db" --txid 0000000000000009 > "$T/snap.ltx"
+  ltx-apply --live "$T/r.db" "$T/snap.ltx"
+  [ "$(sqlite3 "$T/r.db" .sha3sum)" = "$(sqlite3 "$T/n.db" .sha3sum)" ]
+  [ "$(sqlite3 "$T/r.db" 'PRAGMA integrity_check')" = ok ]
+  [ "$(ltx-apply --position "$T/r.db")" = 0000000000000009 ]
+}
+
+@test "live: a reader holding the replica past --busy-timeout fails the apply (exit 1), unchanged" {
+  ltx-apply --live "$T/r.db" "$C/0000000000000001-0000000000000001.ltx"
+  before=$(state_of "$T/r.db")
+  python3 -c "
+import sqlite3, time
+c = sqlite3.connect('$T/r.db', isolation_level=None)
+c.execute('BEGIN'); c.execute('SELECT count(*) FROM sqlite_master').fetchall()
+open('$T/holding', 'w').close(); time.sleep(3)" & holder=$!
+  KILL_PIDS="$holder"
+  for _ in $(seq 1 50); do [ -e "$T/holding" ] && break; sleep 0.1; done
+  run ltx-apply --live --busy-timeout 300 "$T/r.db" "$C/0000000000000002-0000000000000002.ltx"
+  assert_failure 1
+  assert_output --partial "database is locked"
+  wait "$holder"
+  [ "$(state_of "$T/r.db")" = "$before" ]
+  ltx-apply --live "$T/r.db" "$C/0000000000000002-0000000000000002.ltx"
+}
+
 @test "live: --position of a database without a recorded position is zero" {
   run ltx-apply --position "$T/none.db"
   assert_success
