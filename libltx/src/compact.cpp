@@ -86,6 +86,7 @@ void merge_and_store(Replica& r, const std::vector<ReplicaFile>& in, int level, 
   const ReplicaFile& first = in.front();
   const ReplicaFile& last = in.back();
   std::string key = r.key(level, first.min_txid, last.max_txid);
+  std::string name = std::to_string(level) + "/" + format_filename(first.min_txid, last.max_txid);
   std::vector<std::unique_ptr<ObjectReader>> readers;
   std::vector<MergeInput> inputs;
   uint64_t in_bytes = 0;
@@ -98,13 +99,13 @@ void merge_and_store(Replica& r, const std::vector<ReplicaFile>& in, int level, 
   Spool out(4u << 20, o.spool_dir);
   MergeOptions mo;
   mo.spool_dir = o.spool_dir;
-  MergeResult m = with_context("merge into " + key, [&] { return merge(inputs, out, mo); });
+  MergeResult m = with_context("merge into " + name, [&] { return merge(inputs, out, mo); });
   auto body = out.reader();
   r.store().put(key, *body, {{"litestream-timestamp", format_timestamp(m.header.timestamp)}});
   res->uploaded++;
   res->inputs += int(in.size());
   res->bytes_out += out.size();
-  note(o, key + ": merged " + std::to_string(in.size()) + " files (" + std::to_string(in_bytes) + " bytes) into " +
+  note(o, name + ": merged " + std::to_string(in.size()) + " files (" + std::to_string(in_bytes) + " bytes) into " +
               std::to_string(out.size()) + " bytes, " + std::to_string(m.pages) + " pages, time " +
               format_timestamp(m.header.timestamp));
 }
@@ -182,7 +183,7 @@ CompactResult compact_level(Replica& r, const std::vector<ReplicaFile>& files, c
     res.outputs.push_back(out);
     if (have.count(out.key)) {
       res.present++;
-      note(o, out.key + ": already stored");
+      note(o, out.name() + ": already stored");
       continue;
     }
     merge_and_store(r, g, L, o, &res);
@@ -236,7 +237,7 @@ CompactResult snapshot(Replica& r, const std::vector<ReplicaFile>& files, const 
   for (auto& f : files)
     if (f.key == out.key) {
       res.present = 1;
-      note(o, out.key + ": already stored");
+      note(o, out.name() + ": already stored");
       return res;
     }
   merge_and_store(r, plan.files, kSnapshotLevel, o, &res);
