@@ -1,0 +1,69 @@
+// watch.h - back up many databases from one process: per database, the
+// three stages of the backup pipeline (wal-tail | ltx-encode | s3-put) run
+// as threads joined by pipe(2)s, each calling the library directly, under
+// one supervisor that restarts failed pipelines with exponential backoff
+// and drains them on shutdown.
+//
+// Each (re)start follows the acknowledged-position protocol (pipeline.h):
+// the acknowledgement is brought up to the remote's latest file, the page
+// state is rolled back to it, and the WAL is tailed from its WAL cursor (a
+// resync that sends only changed pages when the WAL no longer holds it).
+//
+// Databases share nothing mutable: each pipeline has its own SQLite
+// connections, page state, store (curl handle) and buffers. Stages stop at
+// the owning database's flag; the tail thread is woken from poll(2) by
+// SIGUSR1 (watch installs a no-op handler without SA_RESTART).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ltx/store.h"
+
+namespace ltx::watch {
+
+struct Database {
+  std::string name;               // log and metrics label
+  std::string db;                 // the SQLite database (WAL mode)
+  std::string url;                // its replica
+  std::string state_dir;          // page state, acknowledgement ("ack"), spools
+  uint32_t checkpoint_pages = 1000;
+};
+
+struct Options {
+  std::vector<Database> dbs;
+  S3Config s3;                    // for s3:// replicas (one store per database)
+  int backoff_min_ms = 1000;      // first restart delay; doubles per failure
+  int backoff_max_ms = 60000;
+  int healthy_ms = 30000;         // a run this long (or a stored file) resets the backoff
+  int drain_ms = 10000;           // shutdown: bound on draining in-flight files
+  std::string metrics_file;       // Prometheus text, replaced atomically; empty: none
+  int metrics_interval_ms = 5000;
+  bool verbose = false;           // also log every stored file and wal-tail progress
+  // One event line for a database (name, event), e.g. ("app", "started at TXID 5").
+  std::function<void(const std::string&, const std::string&)> log;
+  // Called by the supervisor between ticks; may block up to ms milliseconds
+  // (e.g. sigtimedwait). Returns true to shut down.
+  std::function<bool(int ms)> wait_stop;
+};
+
+// Runs until wait_stop() returns true, then stops every tail, lets the
+// encoders and uploaders finish what is in the pipes, and returns true if
+// all drained within drain_ms (false: some pipelines were abandoned).
+bool run(const Options& o);
+
+// Per-database metrics, as run() writes them to Options::metrics_file.
+struct Metrics {
+  std::string name;
+  uint64_t txid = 0;              // acknowledged position
+  double lag_s = 0;               // age of the oldest encoded transaction not yet stored
+  uint64_t bytes = 0, files = 0, errors = 0, restarts = 0;
+  int64_t last_success_ms = 0;    // last stored file (0: none yet)
+  bool up = false;
+};
+std::string format_metrics(const std::vector<Metrics>& m);
+// Parses format_metrics() output (unknown lines are ignored).
+std::vector<Metrics> parse_metrics(const std::string& text);
+
+}  // namespace ltx::watch

@@ -1,0 +1,134 @@
+// walsync-config.h - walsync's configuration file (man/walsync.1, CONFIGURATION),
+// durations and database names: policy shared by the walsync subcommands.
+//
+//   # comment
+//   url = s3://bucket/prefix          global keys first
+//   [/srv/app.db]                     a database (or a glob of databases)
+//   name = app                        per-database overrides
+#pragma once
+#include <glob.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "ltx/error.h"
+
+namespace wscfg {
+
+struct DbEntry {
+  std::string path, name, url, state_dir;
+  long checkpoint_pages = -1;  // -1: the global value
+};
+
+struct Config {
+  std::string url, state_dir, metrics_file, endpoint, region;
+  std::string metrics_interval, drain_timeout, backoff_max;
+  long checkpoint_pages = -1;
+  std::vector<DbEntry> dbs;
+};
+
+inline std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// "500ms", "5s", "2m", "1h", "1d"; a bare number is seconds. -1 on bad syntax.
+inline long long parse_duration_ms(const std::string& s) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || v < 0) return -1;
+  std::string u = end;
+  double mul = u == "ms" ? 1 : (u == "s" || u.empty()) ? 1000 : u == "m" ? 60000 : u == "h" ? 3600000 : u == "d" ? 86400000 : -1;
+  if (mul < 0) return -1;
+  return (long long)(v * mul);
+}
+
+// A database's replica name: its file name without a .db/.sqlite/.sqlite3 suffix.
+inline std::string name_of(const std::string& path) {
+  std::string b = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  for (const char* ext : {".db", ".sqlite3", ".sqlite"}) {
+    std::string e = ext;
+    if (b.size() > e.size() && b.compare(b.size() - e.size(), e.size(), e) == 0) return b.substr(0, b.size() - e.size());
+  }
+  return b;
+}
+
+// Regular files matching a path or glob, sorted; a plain path is kept even
+// if missing (its pipeline reports the error).
+inline std::vector<std::string> expand(const std::string& pattern) {
+  if (pattern.find_first_of("*?[") == std::string::npos) return {pattern};
+  std::vector<std::string> out;
+  glob_t g{};
+  if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+      struct stat st {};
+      std::string p = g.gl_pathv[i];
+      if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) out.push_back(p);
+    }
+  }
+  globfree(&g);
+  return out;
+}
+
+inline Config parse_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) ltx::fail_errno(path);
+  Config c;
+  std::string line;
+  int n = 0;
+  DbEntry* cur = nullptr;
+  auto bad = [&](const std::string& m) { ltx::fail(ltx::Kind::Usage, path + ":" + std::to_string(n) + ": " + m); };
+  auto number = [&](const std::string& v) {
+    char* e = nullptr;
+    long x = std::strtol(v.c_str(), &e, 10);
+    if (v.empty() || *e || x < 0) bad("not a number: " + v);
+    return x;
+  };
+  auto duration = [&](const std::string& v) {
+    if (parse_duration_ms(v) < 0) bad("not a duration (500ms, 5s, 2m, 1h): " + v);
+    return v;
+  };
+  while (std::getline(in, line)) {
+    n++;
+    size_t hash = line.find('#');
+    if (hash != std::string::npos) line = line.substr(0, hash);
+    line = trim(line);
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      if (line.back() != ']' || trim(line.substr(1, line.size() - 2)).empty()) bad("expected [DATABASE-PATH-OR-GLOB]");
+      c.dbs.push_back(DbEntry{});
+      cur = &c.dbs.back();
+      cur->path = trim(line.substr(1, line.size() - 2));
+      continue;
+    }
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) bad("expected KEY = VALUE");
+    std::string k = trim(line.substr(0, eq)), v = trim(line.substr(eq + 1));
+    if (v.empty()) bad("no value for " + k);
+    if (cur) {
+      if (k == "name") cur->name = v;
+      else if (k == "url") cur->url = v;
+      else if (k == "state-dir") cur->state_dir = v;
+      else if (k == "checkpoint-pages") cur->checkpoint_pages = number(v);
+      else bad("unknown key '" + k + "' in a database section (name, url, state-dir, checkpoint-pages)");
+    } else {
+      if (k == "url") c.url = v;
+      else if (k == "state-dir") c.state_dir = v;
+      else if (k == "metrics-file") c.metrics_file = v;
+      else if (k == "metrics-interval") c.metrics_interval = duration(v);
+      else if (k == "drain-timeout") c.drain_timeout = duration(v);
+      else if (k == "backoff-max") c.backoff_max = duration(v);
+      else if (k == "checkpoint-pages") c.checkpoint_pages = number(v);
+      else if (k == "endpoint") c.endpoint = v;
+      else if (k == "region") c.region = v;
+      else bad("unknown key '" + k + "'");
+    }
+  }
+  if (in.bad()) ltx::fail_errno(path);
+  return c;
+}
+
+}  // namespace wscfg

@@ -1,0 +1,450 @@
+// walsync - the porcelain: back up many databases from one process (watch),
+// and restore, follow, snapshot, compact, retain, verify, list and report on
+// replicas by composing the plumbing tools. Policy only: the in-process
+// pipelines are ltx/watch.h, the protocol ltx/pipeline.h.
+#include <limits.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "cli.h"
+#include "ltx/bytes.h"
+#include "ltx/encode.h"
+#include "ltx/replica.h"
+#include "ltx/watch.h"
+#include "s3common.h"
+#include "walsync-config.h"
+
+namespace {
+
+using Argv = std::vector<std::string>;
+
+// A plumbing tool: beside this executable if it is there, else on PATH.
+std::string tool(const std::string& name) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string p(buf, size_t(n));
+    p = p.substr(0, p.rfind('/') + 1) + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return name;
+}
+bool have_tool(const std::string& name) {
+  std::string p = tool(name);
+  if (p.find('/') != std::string::npos) return true;
+  std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  std::stringstream ss(path);
+  std::string d;
+  while (std::getline(ss, d, ':'))
+    if (!d.empty() && ::access((d + "/" + name).c_str(), X_OK) == 0) return true;
+  return false;
+}
+
+volatile std::sig_atomic_t g_stop = 0;
+pid_t g_children[4];
+int g_nchildren = 0;
+void on_stop(int) {
+  g_stop = 1;
+  for (int i = 0; i < g_nchildren; i++) ::kill(g_children[i], SIGTERM);
+}
+
+// Runs cmds as a pipeline (stdin of the first and stdout of the last are
+// ours, or out_fd); returns the first failing status (pipefail), 128+N for
+// a signal.
+int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1) {
+  std::vector<pid_t> pids;
+  int in = 0;
+  for (size_t i = 0; i < cmds.size(); i++) {
+    int p[2] = {-1, 1};
+    if (i + 1 < cmds.size() && ::pipe(p) != 0) ltx::fail_errno("pipe");
+    pid_t pid = ::fork();
+    if (pid < 0) ltx::fail_errno("fork");
+    if (pid == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::signal(SIGPIPE, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      ::signal(SIGINT, SIG_DFL);
+      if (in != 0) ::dup2(in, 0), ::close(in);
+      int out = i + 1 < cmds.size() ? p[1] : out_fd;
+      if (out != 1) ::dup2(out, 1);
+      if (i + 1 < cmds.size()) ::close(p[0]), ::close(p[1]);
+      std::vector<char*> av;
+      std::string exe = tool(cmds[i][0]);
+      av.push_back(const_cast<char*>(exe.c_str()));
+      for (size_t k = 1; k < cmds[i].size(); k++) av.push_back(const_cast<char*>(cmds[i][k].c_str()));
+      av.push_back(nullptr);
+      ::execvp(av[0], av.data());
+      std::fprintf(stderr, "walsync: exec %s: %s\n", av[0], std::strerror(errno));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+    if (g_nchildren < 4) g_children[g_nchildren++] = pid;
+    if (in != 0) ::close(in);
+    if (i + 1 < cmds.size()) ::close(p[1]), in = p[0];
+  }
+  int rc = 0;
+  for (pid_t pid : pids) {
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    int r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (rc == 0) rc = r;
+  }
+  g_nchildren = 0;
+  return rc;
+}
+
+// stdout of one command, trimmed.
+std::string capture(const Argv& cmd, int* rc) {
+  char tmpl[] = "/tmp/walsync-XXXXXX";
+  int fd = ::mkstemp(tmpl);
+  if (fd < 0) ltx::fail_errno("mkstemp");
+  ::unlink(tmpl);
+  *rc = run_pipeline({cmd}, fd);
+  std::string out(256, '\0');
+  ssize_t n = ::pread(fd, &out[0], out.size(), 0);
+  ::close(fd);
+  out.resize(n > 0 ? size_t(n) : 0);
+  return wscfg::trim(out.substr(0, out.find('\n')));
+}
+
+// Exports S3 flags to the environment of the plumbing we run.
+void export_s3(const s3cli::Flags& f) {
+  if (!f.endpoint.empty()) ::setenv("AWS_ENDPOINT_URL_S3", f.endpoint.c_str(), 1);
+  if (!f.region.empty()) ::setenv("AWS_REGION", f.region.c_str(), 1);
+  if (!f.access_key.empty()) ::setenv("AWS_ACCESS_KEY_ID", f.access_key.c_str(), 1);
+  if (!f.secret_key.empty()) ::setenv("AWS_SECRET_ACCESS_KEY", f.secret_key.c_str(), 1);
+  if (!f.session_token.empty()) ::setenv("AWS_SESSION_TOKEN", f.session_token.c_str(), 1);
+  if (!f.ca_bundle.empty()) ::setenv("AWS_CA_BUNDLE", f.ca_bundle.c_str(), 1);
+}
+
+std::string join_url(std::string base, const std::string& name) {
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  return base + "/" + name;
+}
+
+struct Common {
+  std::string config, bucket;
+  s3cli::Flags s3;
+  wscfg::Config cfg;
+  void load() {
+    if (!config.empty()) cfg = wscfg::parse_file(config);
+    if (bucket.empty()) bucket = cfg.url;
+    if (s3.endpoint.empty()) s3.endpoint = cfg.endpoint;
+    if (s3.region.empty()) s3.region = cfg.region;
+    export_s3(s3);
+  }
+  // NAME (a database name, a configured database, or a database path) or URL.
+  std::string resolve(const std::string& arg) {
+    if (arg.find("://") != std::string::npos) return arg;
+    for (const auto& d : cfg.dbs)
+      for (const auto& p : wscfg::expand(d.path)) {
+        std::string n = d.name.empty() ? wscfg::name_of(p) : d.name;
+        if (n == arg || p == arg) return !d.url.empty() ? d.url : join_url(need_bucket(), n);
+      }
+    return join_url(need_bucket(), wscfg::name_of(arg));
+  }
+  std::string need_bucket() {
+    if (bucket.empty()) ltx::fail(ltx::Kind::Usage, "no replica URL: give -b URL (or url = in the config)");
+    return bucket;
+  }
+};
+
+void add_common(CLI::App* c, Common& o) {
+  c->add_option("-c,--config", o.config, "configuration file (see walsync(1), CONFIGURATION)");
+  c->add_option("-b,--bucket", o.bucket, "replica base URL: database NAME replicates to URL/NAME");
+  s3cli::add_flags(*c, o.s3);
+}
+
+long long duration_or(const std::string& s, long long dflt, const char* what) {
+  if (s.empty()) return dflt;
+  long long v = wscfg::parse_duration_ms(s);
+  if (v < 0) ltx::fail(ltx::Kind::Usage, std::string(what) + ": not a duration (500ms, 5s, 2m, 1h): " + s);
+  return v;
+}
+
+void log_line(const std::string& name, const std::string& event) {
+  std::fprintf(stderr, "walsync: %s: %s\n", name.c_str(), event.c_str());
+}
+
+// ---- watch ----
+struct Watch {
+  std::vector<std::string> dbs;
+  std::string state_dir, metrics_file, metrics_interval, drain, backoff_max;
+  long checkpoint_pages = -1;
+};
+
+int watch(Common& c, Watch& w) {
+  c.load();
+  ltx::watch::Options o;
+  auto add = [&](const std::string& path, const wscfg::DbEntry* e, size_t matches) {
+    ltx::watch::Database d;
+    d.db = path;
+    d.name = e && !e->name.empty() && matches == 1 ? e->name : wscfg::name_of(path);
+    d.url = e && !e->url.empty() && matches == 1 ? e->url : join_url(c.need_bucket(), d.name);
+    std::string base = !w.state_dir.empty() ? w.state_dir : c.cfg.state_dir;
+    d.state_dir = e && !e->state_dir.empty() && matches == 1 ? e->state_dir
+                  : !base.empty()                           ? join_url(base, d.name)
+                                                            : path + "-walsync";
+    long cp = e && e->checkpoint_pages >= 0 ? e->checkpoint_pages
+              : w.checkpoint_pages >= 0     ? w.checkpoint_pages
+              : c.cfg.checkpoint_pages >= 0 ? c.cfg.checkpoint_pages
+                                            : 1000;
+    d.checkpoint_pages = uint32_t(cp);
+    for (const auto& x : o.dbs)
+      if (x.name == d.name) ltx::fail(ltx::Kind::Usage, path + ": name '" + d.name + "' is taken by " + x.db + " (set name = in the config)");
+    o.dbs.push_back(d);
+  };
+  for (const auto& e : c.cfg.dbs) {
+    auto paths = wscfg::expand(e.path);
+    if (paths.size() > 1 && (!e.name.empty() || !e.url.empty() || !e.state_dir.empty()))
+      ltx::fail(ltx::Kind::Usage, c.config + ": [" + e.path + "] matches " + std::to_string(paths.size()) + " files: name, url and state-dir need one");
+    for (const auto& p : paths) add(p, &e, paths.size());
+  }
+  for (const auto& pat : w.dbs)
+    for (const auto& p : wscfg::expand(pat)) add(p, nullptr, 1);
+  if (o.dbs.empty()) ltx::fail(ltx::Kind::Usage, "no databases to watch (give DB... or a config with [DB] sections)");
+
+  ltx::Location loc = ltx::parse_url(o.dbs.front().url);
+  for (const auto& d : o.dbs)
+    if (ltx::parse_url(d.url).scheme == ltx::Location::Scheme::S3) loc = ltx::parse_url(d.url);
+  o.s3 = s3cli::config(c.s3, loc);
+  o.metrics_file = !w.metrics_file.empty() ? w.metrics_file : c.cfg.metrics_file;
+  o.metrics_interval_ms = int(duration_or(!w.metrics_interval.empty() ? w.metrics_interval : c.cfg.metrics_interval, 5000, "--metrics-interval"));
+  o.drain_ms = int(duration_or(!w.drain.empty() ? w.drain : c.cfg.drain_timeout, 10000, "--drain-timeout"));
+  o.backoff_max_ms = int(duration_or(!w.backoff_max.empty() ? w.backoff_max : c.cfg.backoff_max, 60000, "--backoff-max"));
+  if (o.backoff_min_ms > o.backoff_max_ms) o.backoff_min_ms = o.backoff_max_ms;
+  o.verbose = c.s3.verbose;
+  o.log = log_line;
+
+  // Small footprint for many databases: no per-connection lookaside, page
+  // caches bounded process-wide, few malloc arenas, big blocks mmapped (and
+  // so returned) rather than kept on the heap.
+  sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0);
+  sqlite3_soft_heap_limit64(8 << 20);
+  mallopt(M_ARENA_MAX, 2);
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+
+  // Signals arrive only where we wait for them (every thread inherits the mask).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  o.wait_stop = [&set](int ms) {
+    struct timespec ts{ms / 1000, long(ms % 1000) * 1000000};
+    int sig = sigtimedwait(&set, nullptr, &ts);
+    if (sig > 0) log_line("watch", std::string(sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM") + ": draining");
+    return sig > 0;
+  };
+  log_line("watch", std::to_string(o.dbs.size()) + " database" + (o.dbs.size() == 1 ? "" : "s"));
+  if (!ltx::watch::run(o)) {
+    std::fflush(stderr);
+    ::_exit(cli::kRuntime);  // pipelines still running: do not wait for them
+  }
+  return cli::kOk;
+}
+
+// ---- restore, replicate, snapshot ----
+struct Restore {
+  std::string target, out, txid, timestamp;
+  bool if_not_exists = false;
+};
+
+int restore(Common& c, Restore& r) {
+  c.load();
+  struct stat st {};
+  if (::stat(r.out.c_str(), &st) == 0) {
+    if (r.if_not_exists) return cli::kOk;
+    ltx::fail_runtime(r.out + ": exists (remove it, or give --if-not-exists)");
+  }
+  Argv get = {"s3-get"};
+  if (!r.txid.empty()) get.insert(get.end(), {"--txid", r.txid});
+  if (!r.timestamp.empty()) get.insert(get.end(), {"--timestamp", r.timestamp});
+  get.push_back(c.resolve(r.target));
+  return run_pipeline({get, {"ltx-apply", r.out}});
+}
+
+struct Replicate {
+  std::string target, local, interval = "1s";
+};
+
+int replicate(Common& c, Replicate& r) {
+  c.load();
+  duration_or(r.interval, 1000, "--interval");
+  std::string url = c.resolve(r.target);
+  struct sigaction sa {};
+  sa.sa_handler = on_stop;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  int failures = 0;
+  while (!g_stop) {
+    int rc = 0;
+    std::string pos = capture({"ltx-apply", "--position", r.local}, &rc);
+    Argv get = {"s3-get", "--follow", "--interval", r.interval};
+    if (rc == 0 && !pos.empty() && pos.find_first_not_of('0') != std::string::npos) get.insert(get.end(), {"--after", pos});
+    get.push_back(url);
+    log_line(r.local, "following " + url + (get.size() > 5 ? " after TXID " + pos : ""));
+    auto t0 = ltx::now_ms();
+    rc = run_pipeline({get, {"ltx-apply", "--live", r.local}});
+    if (g_stop) break;
+    if (ltx::now_ms() - t0 > 60000) failures = 0;
+    int delay = std::min(60000, 1000 << std::min(failures++, 6));
+    log_line(r.local, "pipeline exited with status " + std::to_string(rc) + "; restarting in " + std::to_string(delay) + " ms");
+    for (int i = 0; i < delay / 50 && !g_stop; i++) ::usleep(50000);
+  }
+  log_line(r.local, "stopped");
+  return cli::kOk;
+}
+
+struct Snapshot {
+  std::string db, tmpdir;
+};
+
+int snapshot(Common& c, Snapshot& s) {
+  c.load();
+  std::string url = c.resolve(s.db);
+  if (have_tool("s3-compact")) return run_pipeline({{"s3-compact", "--level", "9", "--interval", "0", url}});
+  // Without the compactor: rebuild the replica's latest state in a temp
+  // database and store it as a snapshot at that TXID (never reads the live DB).
+  ltx::Location loc = ltx::parse_url(url);
+  auto store = ltx::open_store(loc, s3cli::config(c.s3, loc));
+  ltx::Replica rep(*store, loc);
+  auto files = rep.list();
+  if (files.empty()) ltx::fail_runtime(url + ": empty replica (run walsync watch first)");
+  auto plan = ltx::plan_restore(rep, files, {});
+  int64_t ts = rep.header(plan.files.back()).timestamp;
+  std::string dir = s.tmpdir.empty() ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") : s.tmpdir;
+  std::string tmpl = dir + "/walsync-snapshot-XXXXXX";
+  if (!::mkdtemp(&tmpl[0])) ltx::fail_errno("mkdtemp in " + dir);
+  std::string txid = ltx::hex16(plan.txid), tmpdb = tmpl + "/db";
+  int rc = run_pipeline({{"s3-get", "--txid", txid, url}, {"ltx-apply", tmpdb}});
+  if (rc == 0)
+    rc = run_pipeline({{"ltx-encode", "--db", tmpdb, "--txid", txid, "--timestamp", ltx::format_timestamp(ts)},
+                       {"s3-put", "--level", "9", url}});
+  ::unlink(tmpdb.c_str());
+  ::rmdir(tmpl.c_str());
+  return rc;
+}
+
+// ---- status ----
+int status(Common& c, const std::string& metrics_file) {
+  c.load();
+  std::string path = !metrics_file.empty() ? metrics_file : c.cfg.metrics_file;
+  if (path.empty()) ltx::fail(ltx::Kind::Usage, "no metrics file: give --metrics-file (or metrics-file = in the config)");
+  std::ifstream in(path);
+  if (!in) ltx::fail_errno(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto ms = ltx::watch::parse_metrics(ss.str());
+  std::printf("%-20s %-16s %9s %-20s %6s %4s\n", "NAME", "TXID", "LAG", "LAST-SUCCESS", "ERRORS", "UP");
+  for (const auto& m : ms)
+    std::printf("%-20s %-16s %8.1fs %-20s %6llu %4s\n", m.name.c_str(), ltx::hex16(m.txid).c_str(), m.lag_s,
+                m.last_success_ms ? ltx::format_timestamp(m.last_success_ms / 1000 * 1000).c_str() : "-",
+                (unsigned long long)m.errors, m.up ? "yes" : "no");
+  return cli::kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Back up and restore live SQLite databases (porcelain over the walsync tools).", "walsync"};
+  app.require_subcommand(1);
+  Common c;
+  Watch w;
+  auto* wa = app.add_subcommand("watch", "back up databases continuously, one supervised in-process pipeline each");
+  add_common(wa, c);
+  wa->add_option("DB", w.dbs, "databases (WAL mode) or globs");
+  wa->add_option("--state-dir", w.state_dir, "state of database NAME in DIR/NAME (default: DB-walsync beside DB)");
+  wa->add_option("--metrics-file", w.metrics_file, "write Prometheus metrics to this file");
+  wa->add_option("--metrics-interval", w.metrics_interval, "metrics period (default 5s)");
+  wa->add_option("--checkpoint-pages", w.checkpoint_pages, "PASSIVE checkpoint at this many frames (default 1000; 0: never)");
+  wa->add_option("--drain-timeout", w.drain, "on SIGTERM/SIGINT, wait this long for in-flight files (default 10s)");
+  wa->add_option("--backoff-max", w.backoff_max, "longest delay between restarts of a failing pipeline (default 60s)");
+
+  Restore r;
+  auto* re = app.add_subcommand("restore", "restore a replica (NAME under -b URL, or URL) to a new database");
+  add_common(re, c);
+  re->add_option("target", r.target, "replica NAME or URL")->required();
+  re->add_option("-o,--output", r.out, "database to create")->required();
+  auto* tx = re->add_option("--txid", r.txid, "restore up to this TXID (hex)");
+  re->add_option("--timestamp", r.timestamp, "restore to the last file at or before this RFC 3339 time")->excludes(tx);
+  re->add_flag("--if-not-exists", r.if_not_exists, "do nothing (exit 0) if OUTPUT exists");
+
+  Replicate rp;
+  auto* rpc = app.add_subcommand("replicate", "keep a live read replica that follows a replica");
+  add_common(rpc, c);
+  rpc->add_option("target", rp.target, "replica NAME or URL")->required();
+  rpc->add_option("--local", rp.local, "the replica database")->required();
+  rpc->add_option("--interval", rp.interval, "poll period (default 1s)");
+
+  Snapshot sn;
+  auto* sc = app.add_subcommand("snapshot", "store a level-9 snapshot of a database's replica");
+  add_common(sc, c);
+  sc->add_option("DB", sn.db, "database path, NAME or URL")->required();
+  sc->add_option("--tmpdir", sn.tmpdir, "temporary space (without s3-compact: one database copy)");
+
+  std::string target, metrics;
+  Argv extra;
+  auto* ve = app.add_subcommand("verify", "check a replica's files and chain");
+  auto* ls = app.add_subcommand("ls", "list a replica's files");
+  auto* co = app.add_subcommand("compact", "compact a replica (levels 1-3, then a snapshot)");
+  auto* rt = app.add_subcommand("retain", "delete replica files retention no longer needs (s3-retain options follow)");
+  for (auto* s : {ve, ls, co, rt}) {
+    add_common(s, c);
+    s->add_option("target", target, "replica NAME or URL")->required();
+  }
+  rt->allow_extras();
+  auto* st = app.add_subcommand("status", "each watched database's position and lag, from the metrics file");
+  add_common(st, c);
+  st->add_option("--metrics-file", metrics, "the metrics file of walsync watch");
+
+  return cli::run(app, argc, argv, [&]() -> int {
+    if (wa->parsed()) return watch(c, w);
+    if (re->parsed()) return restore(c, r);
+    if (rpc->parsed()) return replicate(c, rp);
+    if (sc->parsed()) return snapshot(c, sn);
+    if (st->parsed()) return status(c, metrics);
+    c.load();
+    std::string url = c.resolve(target);
+    if (ls->parsed()) return run_pipeline({{"s3-ls", url}});
+    if (ve->parsed()) {
+      if (have_tool("s3-verify")) return run_pipeline({{"s3-verify", url}});
+      return run_pipeline({{"s3-get", url}, {"ltx-verify", "-"}});
+    }
+    if (co->parsed()) {
+      if (!have_tool("s3-compact")) {
+        cli::error("compact: not yet implemented (needs s3-compact)");
+        return cli::kRuntime;
+      }
+      for (const char* l : {"1", "2", "3", "9"}) {
+        int rc = run_pipeline({{"s3-compact", "--level", l, url}});
+        if (rc != 0) return rc;
+      }
+      return cli::kOk;
+    }
+    if (!have_tool("s3-retain")) {
+      cli::error("retain: not yet implemented (needs s3-retain)");
+      return cli::kRuntime;
+    }
+    Argv cmd = {"s3-retain"};
+    for (const auto& x : rt->remaining()) cmd.push_back(x);
+    cmd.push_back(url);
+    return run_pipeline({cmd});
+  });
+}
