@@ -150,7 +150,6 @@ levels() { s3-ls "$1" | cut -d/ -f1 | sort | uniq -c | awk '{ printf "%s:%s ", $
 @test "s3-compact: a simulated week with 2-day retention: bounded objects, exact restores across the window" {
   url="file://$T/week"
   simulate "$url" 168 --retention 2d
-  cat "$T/counts" >&3
   # after the third day the count stays flat (within a day's files)
   max=$(awk 'NR >= 3 { if ($2 > m) m = $2 } END { print m }' "$T/counts")
   third=$(awk 'NR == 3 { print $2 }' "$T/counts")
@@ -169,6 +168,8 @@ levels() { s3-ls "$1" | cut -d/ -f1 | sort | uniq -c | awk '{ printf "%s:%s ", $
   for n in $(seq $((1 + 5 * 108)) 7 757) 757; do
     restore_at "$url" "$(awk -v n=$n '$1 == n { print $2 }' "$W/points")"
   done
+  run s3-verify -q "$url"
+  assert_success
   # before the base: refused, not wrong
   run bash -c "s3-get --timestamp 2024-01-03T12:00:00Z '$url' > /dev/null"
   assert_failure 3
@@ -176,4 +177,132 @@ levels() { s3-ls "$1" | cut -d/ -f1 | sort | uniq -c | awk '{ printf "%s:%s ", $
     run s3-compact -v -l $l --now 2024-01-08T00:00:00Z "$url"
     assert_output --partial "requests: 1 LIST, 0 GET, 0 PUT"
   done
+}
+
+@test "s3-retain: GFS and compacted retention over a week: fewer objects, every kept restore point restores" {
+  url="file://$T/gfs"
+  simulate "$url" 168 --retention 1d --daily 4 --weekly 2 --compacted-retention 3h
+  echo "# week, --retention 1d --daily 4 --weekly 2 --compacted-retention 3h: objects at each midnight: $(awk '{ printf "%s ", $2 }' "$T/counts")(levels $(levels "$url"))" >&3
+  max=$(awk 'NR >= 4 { if ($2 > m) m = $2 } END { print m }' "$T/counts")
+  [ "$max" -le 120 ]
+  # snapshots: days 7 and 6 (the window and its base), 5 and 4 (daily 4); the week's newest is one of them
+  run s3-ls -l 9 "$url"
+  [ "${#lines[@]}" -eq 4 ]
+  for d in 4 5 6 7; do assert_line --partial "-$(printf %016x $((1 + d * 108))).ltx"; done
+  ends "$url" > "$T/ends"
+  # every kept restore point, by time and by TXID
+  while read -r n; do
+    t=$(awk -v n="$n" '$1 == n { print $2 }' "$W/points")
+    restore_at "$url" "$t" "$T/ends"
+  done < "$T/ends"
+  # times between kept points land on the last kept point before them
+  for t in $(seq $((T0 + 3 * 86400 + 23 * 3600 + 1900)) 3989 $((T0 + 7 * 86400))); do
+    restore_at "$url" "$t" "$T/ends"
+  done
+  run s3-verify -q "$url"
+  assert_success
+  # the last 3 hours keep every transaction
+  for n in $(seq 740 757); do grep -qx "$n" "$T/ends"; done
+}
+
+@test "s3-retain: --dry-run lists exactly what a run deletes and deletes nothing" {
+  url="file://$T/dry"
+  simulate "$url" 72
+  s3-ls "$url" | cut -f1 | sort > "$T/before"
+  run s3-retain -n --retention 12h --now 2024-01-04T00:00:00Z "$url"
+  assert_success
+  echo "$output" | cut -f1 | sort > "$T/would"
+  [ -s "$T/would" ]
+  [ "$(echo "$output" | head -1 | cut -f2)" -gt 0 ]
+  s3-ls "$url" | cut -f1 | sort | cmp - "$T/before"
+  run s3-retain -v --retention 12h --now 2024-01-04T00:00:00Z "$url"
+  assert_success
+  assert_output --partial "deleted $(wc -l < "$T/would") of $(wc -l < "$T/before") objects"
+  assert_output --partial "1 DELETE"
+  s3-ls "$url" | cut -f1 | sort > "$T/after"
+  comm -23 "$T/before" "$T/after" | cmp - "$T/would"
+  # a second run finds nothing: no DeleteObjects request
+  run s3-retain -v --retention 12h --now 2024-01-04T00:00:00Z "$url"
+  assert_output --partial "deleted 0 of"
+  assert_output --partial "0 DELETE"
+  # the replica still restores its latest state
+  restore_at "$url" $((T0 + 3 * 86400))
+}
+
+@test "s3-retain, s3-compact: usage errors exit 2; no snapshot means nothing goes" {
+  url="file://$T/use"
+  for h in 0 6; do upload_hour "$url" "$h"; done
+  run s3-retain "$url"
+  assert_failure 2
+  assert_output --partial "--retention"
+  run s3-retain --retention soon "$url"
+  assert_failure 2
+  run s3-retain --retention 1d --now yesterday "$url"
+  assert_failure 2
+  run s3-compact -l 4 "$url"
+  assert_failure 2
+  assert_output --partial "no default interval"
+  run s3-compact -l 0 "$url"
+  assert_failure 2
+  run s3-compact -l 1 --interval 0 "$url"
+  assert_failure 2
+  run s3-compact "$url"
+  assert_failure 2
+  run s3-retain -n --retention 0 --now 2030-01-01T00:00:00Z "$url"
+  assert_success
+  assert_output ""
+  [ "$(s3-ls "$url" | wc -l)" -eq 7 ]
+}
+
+@test "s3-compact: a simulated two days on S3 with 1-day retention; restores exact; idle runs cost one LIST" {
+  url=$(s3_url week)
+  simulate "$url" 48 --retention 1d
+  echo "# S3, two days, --retention 1d: objects at each midnight: $(awk '{ printf "%s ", $2 }' "$T/counts")(levels $(levels "$url"))" >&3
+  run s3-ls -l 9 "$url"
+  [ "${#lines[@]}" -eq 2 ]
+  for t in $(seq $((T0 + 23 * 3600 + 1900)) 5400 $((T0 + 2 * 86400))); do
+    restore_at "$url" "$t"
+  done
+  run s3-verify -q "$url"
+  assert_success
+  for l in 1 2 3 9; do
+    run s3-compact -v -l $l --now 2024-01-03T00:00:00Z "$url"
+    assert_success
+    assert_output --partial "requests: 1 LIST, 0 GET, 0 PUT"
+  done
+  run s3-retain -v --retention 1d --now 2024-01-03T00:00:00Z "$url"
+  assert_output --partial "deleted 0 of"
+  assert_output --partial "0 DELETE"
+}
+
+@test "s3-compact: objects and bytes after a simulated day, with and without compaction and retention" {
+  for h in $(seq 0 23); do upload_hour "file://$T/raw" "$h"; done
+  raw="$(s3-ls "file://$T/raw" | wc -l) objects, $(s3-ls "file://$T/raw" | awk '{ s += $2 } END { print s }') bytes"
+  simulate "file://$T/exact" 24 --retention 1d
+  exact="$(awk '{ print $2 " objects, " $3 " bytes" }' "$T/counts")"
+  simulate "file://$T/coarse" 24 --retention 1d --compacted-retention 1h
+  coarse="$(awk '{ print $2 " objects, " $3 " bytes" }' "$T/counts")"
+  {
+    echo "# one simulated day (108 level-0 files in 18 active hours, database $(stat -c %s "$W/live.db") bytes at the end of the week):"
+    echo "#   level 0 only:                                          $raw"
+    echo "#   compaction 1-3 + daily snapshot, --retention 1d:       $exact"
+    echo "#   ... and --compacted-retention 1h:                      $coarse"
+  } >&3
+  [ "${coarse%% *}" -lt "${raw%% *}" ]
+}
+
+@test "man: s3-compact.1 and s3-retain.1 examples run" {
+  for page in s3-compact.1 s3-retain.1; do
+    dir="$T/${page%.1}"
+    mkdir -p "$dir"
+    awk '/^\.Sh / { ex = ($2 == "EXAMPLES"); next }
+      ex && /^\.Bd -literal/ { lit = 1; next }
+      ex && /^\.Ed/ { lit = 0; next }
+      ex && lit && /^\$ / { sub(/^\$ /, ""); gsub(/\\-/, "-"); gsub(/\\e/, "\\"); print }' "$REPO_ROOT/man/$page" > "$T/$page.sh"
+    sqlite3 "$dir/app.db" "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);" > /dev/null
+    run bash -c "cd '$dir' && bash -e -o pipefail '$T/$page.sh' < /dev/null"
+    assert_success
+  done
+  run mandoc -Tlint -W warning "$REPO_ROOT/man/s3-compact.1" "$REPO_ROOT/man/s3-retain.1"
+  assert_output ""
 }

@@ -90,9 +90,10 @@ void merge_and_store(Replica& r, const std::vector<ReplicaFile>& in, int level, 
   std::vector<std::unique_ptr<ObjectReader>> readers;
   std::vector<MergeInput> inputs;
   uint64_t in_bytes = 0;
+  const size_t chunk = std::min<size_t>(8u << 20, std::max<size_t>(64u << 10, o.read_budget / in.size()));
   for (auto& f : in) {
     in_bytes += f.size;
-    readers.push_back(std::make_unique<ObjectReader>(r.store(), f.key, f.size, o.read_chunk));
+    readers.push_back(std::make_unique<ObjectReader>(r.store(), f.key, f.size, chunk));
     inputs.push_back({readers.back().get(), f.key});
     res->bytes_in += f.size;
   }

@@ -100,24 +100,14 @@ PY
     hi=$(( lo == 2 ? 10 : lo + 9 ))
     files=()
     for i in $(seq "$lo" "$hi"); do files+=("$d/l0/$(hex16 "$i")-$(hex16 "$i").ltx"); done
-    "$LTX_COMPACT" "${files[@]}" > "$d/l1/$(hex16 "$lo")-$(hex16 "$hi").ltx" || return 1
+    ltx-merge -o "$d/l1/$(hex16 "$lo")-$(hex16 "$hi").ltx" "${files[@]}" || return 1
   done
   ltx-encode --db "$d/db.50" --txid 32 --timestamp "$(ts 50)" > "$d/l9/$(hex16 1)-$(hex16 50).ltx"
 }
 
-# build_compactor: compile tests/tools/ltx-compact.cpp against libltx.a;
-# sets LTX_COMPACT.
-build_compactor() {
-  LTX_COMPACT="$BATS_FILE_TMPDIR/ltx-compact"
-  export LTX_COMPACT
-  [ -x "$LTX_COMPACT" ] && return 0
-  local cc=(g++ -std=c++17 -O1 -I"$REPO_ROOT/libltx/include" "$REPO_ROOT/tests/tools/ltx-compact.cpp"
-    "$WALSYNC_BIN/../libltx.a")
-  # shellcheck disable=SC2046
-  "${cc[@]}" $(pkg-config --libs liblz4 libxxhash libcrypto libcurl sqlite3) -o "$LTX_COMPACT" 2>/dev/null ||
-    "${cc[@]}" -fsanitize=address,undefined $(pkg-config --libs liblz4 libxxhash libcrypto libcurl sqlite3) \
-      -o "$LTX_COMPACT"  # a sanitizer build (make asan)
-}
+# build_compactor: nothing to build any more - build_chain compacts with the
+# real ltx-merge(1). Kept so that setup_file functions calling it still work.
+build_compactor() { :; }
 
 # upload_chain DIR URL: level 0, level 1 and level 9 of build_chain's fixture.
 upload_chain() {

@@ -19,7 +19,7 @@
 // An idle replica - nothing newer than level L (or the newest snapshot) -
 // costs nothing more. Otherwise a 100-byte header GET per input in a
 // completed window plus about log2(n) to find where completed windows end,
-// the inputs' bytes (ranged GETs of read_chunk) and one PUT per output.
+// the inputs' bytes (ranged GETs, see read_budget) and one PUT per output.
 //
 // Retention: see plan_retention().
 #pragma once
@@ -97,7 +97,9 @@ struct CompactOptions {
   int64_t interval_ms = 0;   // window length; level 9 may use 0 (= latest)
   int64_t now_ms = 0;        // the clock (injected in tests)
   std::string spool_dir = "/tmp";
-  size_t read_chunk = 256u << 10;
+  // Inputs are read in ranged GETs of read_budget / inputs bytes each,
+  // between 64 KiB and 8 MiB: read memory stays near the budget.
+  size_t read_budget = 16u << 20;
   std::function<void(const std::string&)> log;  // one line an event; may be null
 };
 
