@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "ltx/io.h"
+#include "ltx/state.h"
 #include "ltx/tail.h"
 
 namespace {
@@ -35,6 +36,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 60000));
   app.add_option("--busy-timeout", o.busy_timeout_ms, "SQLite busy timeout in milliseconds")
       ->capture_default_str()->check(CLI::Range(0, 600000));
+  app.add_option("--ack", o.ack_path,
+                 "acknowledgement file (s3-put --ack): resume from it, and keep frames it does not cover");
+  app.add_option("--ack-max-frames", o.ack_max_frames,
+                 "stop holding unacknowledged frames beyond this many (a crash then costs a resync)")
+      ->capture_default_str();
   app.add_flag("-v,--verbose", verbose, "progress on stderr");
 
   return cli::run(app, argc, argv, [&]() -> int {
@@ -48,6 +54,14 @@ int main(int argc, char** argv) {
         return cli::kUsage;
       }
       o.have_from = true;
+    }
+    ltx::Position acked;
+    if (from.empty() && !o.ack_path.empty() && !o.snapshot &&
+        ltx::read_position_file(o.ack_path, &acked) && acked.wal_offset != 0) {
+      o.have_from = true;
+      o.from_salt1 = acked.wal_salt1;
+      o.from_salt2 = acked.wal_salt2;
+      o.from_offset = acked.wal_offset;
     }
     if (ltx::is_tty(STDOUT_FILENO)) {
       cli::error("refusing to write binary to a terminal");

@@ -14,6 +14,7 @@
 // Hence a restart observed while the loop runs never hides frames; any other
 // gap (wal-tail was not running) is closed by a resync.
 #include "ltx/tail.h"
+#include "ltx/state.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -185,7 +186,41 @@ class Tailer {
   bool checkpointer_waiting();
   void gap_repin();
   bool gap_ = false, lost_ = false;
+  bool unacked();
+  struct timespec ack_mtime_ {};
+  ltx::Position ack_;
+  bool have_ack_ = false, ack_overflow_ = false;
 };
+
+// True while frames emitted in the current generation are not covered by the
+// acknowledgement file (re-read when its mtime changes).
+bool Tailer::unacked() {
+  if (o_.ack_path.empty() || pos_.frames == 0) return false;
+  struct stat st {};
+  if (::stat(o_.ack_path.c_str(), &st) == 0 &&
+      (st.st_mtim.tv_sec != ack_mtime_.tv_sec || st.st_mtim.tv_nsec != ack_mtime_.tv_nsec)) {
+    ack_mtime_ = st.st_mtim;
+    try {
+      have_ack_ = ltx::read_position_file(o_.ack_path, &ack_);
+    } catch (const Error&) {
+      have_ack_ = false;  // being replaced: the next change re-reads it
+    }
+  }
+  uint64_t end = wal::frame_offset(pos_.frames + 1, ps_);
+  uint32_t acked = 0;
+  if (have_ack_ && ack_.wal_salt1 == pos_.salt1 && ack_.wal_salt2 == pos_.salt2 &&
+      ack_.wal_offset > kWalHeaderSize)
+    acked = uint32_t((ack_.wal_offset - kWalHeaderSize) / (kFrameHeaderSize + ps_));
+  if (have_ack_ && ack_.wal_salt1 == pos_.salt1 && ack_.wal_salt2 == pos_.salt2 && ack_.wal_offset >= end)
+    return false;
+  if (pos_.frames - acked > o_.ack_max_frames) {
+    if (!ack_overflow_) log("more than " + std::to_string(o_.ack_max_frames) + " frames unacknowledged: no longer holding them");
+    ack_overflow_ = true;
+    return false;
+  }
+  ack_overflow_ = false;
+  return true;
+}
 
 // True when the frame after pos_ is already in the WAL file, valid, but not
 // yet published in the wal-index: a commit is between its write() (which
@@ -424,6 +459,13 @@ void Tailer::advance() {
     r_[next]->end_read();
     throw;
   }
+  if (slot0_ && cur_ >= 0 && unacked()) {
+    // On slot 0 we would let the WAL restart over frames the destination
+    // does not have yet: stay on the older read transaction.
+    r_[next]->end_read();
+    slot0_ = false;
+    return;
+  }
   if (cur_ >= 0) r_[cur_]->end_read();
   cur_ = next;
 }
@@ -496,10 +538,11 @@ void Tailer::resync() {
   pos_ = p;
   need_header_ = p.frames == 0;
   pos_emitted_ = false;
-  if (!need_header_) {
-    sw_->position(pos_);
-    pos_emitted_ = true;
-  }
+  // Always close a resync with a position, so the consumer knows at once
+  // where the WAL continues. With no frames yet the checksum seed is not
+  // known: a second position with the seed precedes the first frame.
+  sw_->position(pos_);
+  pos_emitted_ = !need_header_;
   sw_->flush();
 }
 

@@ -30,6 +30,12 @@ struct Options {
   int refresh_ms = 10;              // re-pin period while frames are not backfilled
   int poll_ms = 0;                  // > 0: poll at this period instead of inotify
   int busy_timeout_ms = 5000;
+  // Acknowledgement file (ltx::format_position, written by s3-put --ack):
+  // frames past it are not yet safe downstream, so wal-tail keeps a read
+  // transaction off slot 0 and the WAL cannot restart over them, up to
+  // ack_max_frames unacknowledged frames (then a crash costs a resync).
+  std::string ack_path;
+  uint32_t ack_max_frames = 20000;
   volatile std::sig_atomic_t* stop = nullptr;  // set by a signal handler: return cleanly
   std::function<void(const std::string&)> log;  // progress messages (-v); may be empty
 };
