@@ -306,3 +306,34 @@ levels() { s3-ls "$1" | cut -d/ -f1 | sort | uniq -c | awk '{ printf "%s:%s ", $
   run mandoc -Tlint -W warning "$REPO_ROOT/man/s3-compact.1" "$REPO_ROOT/man/s3-retain.1"
   assert_output ""
 }
+
+@test "s3-compact on S3: a failed PUT stores nothing of its window and a rerun completes; an idle run is one ListObjectsV2" {
+  url=$(s3_url crash)
+  for h in 0 6 7; do upload_hour "$url" "$h"; done
+  start_proxy --faults "PUT:ok,PUT:ok,PUT:500"
+  run s3-compact --retries 0 --endpoint "$PROXY" -l 1 --now 2024-01-01T08:00:00Z "$url"
+  assert_failure 1
+  assert_output --partial "InternalError"
+  run s3-ls -l 1 "$url"
+  [ "${#lines[@]}" -eq 2 ]
+  assert_line --index 1 --partial "1/0000000000000002-0000000000000003.ltx"
+  # the rerun goes on after what is stored (a reset GET is retried)
+  stop_proxy
+  start_proxy --faults "GET:ok,GET:ok,GET:ok,GET:ok,GET:ok,GET:ok,GET:reset"
+  run s3-compact -v --endpoint "$PROXY" -l 1 --now 2024-01-01T08:00:00Z "$url"
+  assert_success
+  assert_output --partial "5 outputs (5 stored, 0 already there)"
+  grep -q " reset$" "$PROXY_LOG"
+  [ "$(s3-ls -l 1 "$url" | wc -l)" -eq 7 ]
+  for n in 5 13; do
+    rm -f "$T/o.db"
+    s3-get --txid "$(printf %x $n)" "$url" | ltx-apply "$T/o.db"
+    [ "$(sha "$T/o.db")" = "$(awk -v n=$n '$1 == n { print $3 }' "$W/points")" ]
+  done
+  : > "$PROXY_LOG"
+  run s3-compact --endpoint "$PROXY" -l 1 --now 2024-01-01T08:00:00Z "$url"
+  assert_success
+  stop_proxy
+  [ "$(grep -c . "$PROXY_LOG")" -eq 1 ]
+  grep -qE '^GET /[^ ]*list-type=2' "$PROXY_LOG"
+}
