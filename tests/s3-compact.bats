@@ -337,3 +337,35 @@ levels() { s3-ls "$1" | cut -d/ -f1 | sort | uniq -c | awk '{ printf "%s:%s ", $
   [ "$(grep -c . "$PROXY_LOG")" -eq 1 ]
   grep -qE '^GET /[^ ]*list-type=2' "$PROXY_LOG"
 }
+
+@test "s3-compact: a snapshot of a 100 MB database merges in bounded memory" {
+  cd "$T"
+  python3 - <<'PY'
+import sqlite3, shutil
+a = sqlite3.connect("big.db", isolation_level=None)
+for p in ("page_size=4096", "journal_mode=wal", "wal_autocheckpoint=0", "synchronous=off"):
+    a.execute("pragma " + p)
+a.execute("create table t(id integer primary key, b blob)")
+a.execute("begin")
+for i in range(25000):
+    a.execute("insert into t(b) values (randomblob(4000))")
+a.execute("commit")
+a.execute("pragma wal_checkpoint(truncate)")
+shutil.copy("big.db", "base.db")
+for r in range(1, 4):
+    a.execute("update t set b = randomblob(4000) where id % 40 = ?", (r,))
+    shutil.copy("big.db-wal", "w%d" % r)
+    a.execute("pragma wal_checkpoint(truncate)")
+PY
+  url="file://$T/r"
+  ltx-encode --db base.db -s st --timestamp 2024-01-01T00:00:00Z | s3-put "$url"
+  for r in 1 2 3; do ltx-encode -s st --timestamp "2024-01-01T0$r:00:00Z" < "w$r" | s3-put "$url"; done
+  /usr/bin/time -f %M -o rss s3-compact -l 9 --interval 0 "$url"
+  echo "# s3-compact -l 9 of a $(stat -c %s base.db)-byte database: peak RSS $(cat rss) KiB" >&3
+  limit=40000  # KiB: 16 MiB of read buffers, a page per input, the upload
+  grep -q __asan_init "$(command -v s3-compact)" && limit=120000
+  [ "$(cat rss)" -lt "$limit" ]
+  s3-get "$url" | ltx-apply out.db
+  cmp out.db big.db
+  s3-get -n "$url" | grep -q '^9/0000000000000001-0000000000000004.ltx'
+}
