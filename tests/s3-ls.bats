@@ -76,10 +76,13 @@ man_examples() {
 }
 
 @test "s3 man pages: lint clean, required sections, examples run" {
-  run bash -c "mandoc -Tlint -W warning '$REPO_ROOT'/man/s3-*.1"
+  run bash -c "mandoc -Tlint -W warning '$REPO_ROOT'/man/s3-*.1 '$REPO_ROOT'/man/ls3-get.1"
   assert_success
   assert_output ""
-  for tool in s3-put s3-get s3-ls s3-rm; do
+  for sec in NAME SYNOPSIS DESCRIPTION OPTIONS ENVIRONMENT "EXIT STATUS" EXAMPLES "SEE ALSO"; do
+    grep -qx ".Sh $sec" "$REPO_ROOT/man/ls3-get.1" || { echo "ls3-get.1: no $sec" >&2; return 1; }
+  done
+  for tool in s3-put s3-get s3-ls s3-rm s3-verify; do
     page="$REPO_ROOT/man/$tool.1"
     for sec in NAME SYNOPSIS DESCRIPTION OPTIONS ENVIRONMENT "EXIT STATUS" EXAMPLES "SEE ALSO"; do
       grep -qx ".Sh $sec" "$page" || { echo "$tool.1: no $sec" >&2; return 1; }
