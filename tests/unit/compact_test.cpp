@@ -1,0 +1,174 @@
+// Unit tests for compact.h: durations, object reads in ranges, and the
+// retention planner on an in-memory replica.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "ltx/compact.h"
+#include "ltx/error.h"
+#include "ltx/ltx.h"
+
+namespace {
+
+using ltx::parse_span_ms;
+
+TEST(Span, Units) {
+  EXPECT_EQ(parse_span_ms("0"), 0);
+  EXPECT_EQ(parse_span_ms("500ms"), 500);
+  EXPECT_EQ(parse_span_ms("30s"), 30000);
+  EXPECT_EQ(parse_span_ms("5m"), 300000);
+  EXPECT_EQ(parse_span_ms("1h30m"), 5400000);
+  EXPECT_EQ(parse_span_ms("7d"), 7 * 86400000LL);
+  EXPECT_EQ(parse_span_ms("2w"), 14 * 86400000LL);
+  EXPECT_EQ(parse_span_ms("1.5h"), 5400000);
+  for (const char* bad : {"", "5", "m", "-1h", "+1h", "1y", "1h x", "soon"}) EXPECT_EQ(parse_span_ms(bad), -1) << bad;
+}
+
+TEST(Span, Defaults) {
+  EXPECT_EQ(ltx::default_interval_ms(1), 30000);
+  EXPECT_EQ(ltx::default_interval_ms(2), 300000);
+  EXPECT_EQ(ltx::default_interval_ms(3), 3600000);
+  EXPECT_EQ(ltx::default_interval_ms(4), 0);
+  EXPECT_EQ(ltx::default_interval_ms(9), 86400000);
+}
+
+// An in-memory store: objects by key, every call counted by CountingStore.
+class MemStore : public ltx::Store {
+ public:
+  void put(const std::string& key, ltx::Reader& body, const ltx::Metadata&) override {
+    std::string s;
+    char b[4096];
+    for (size_t n; (n = body.read(b, sizeof b));) s.append(b, n);
+    obj[key] = s;
+  }
+  uint64_t get(const std::string& key, ltx::Writer& out, uint64_t off, int64_t len) override {
+    auto& s = obj.at(key);
+    std::string part = s.substr(off, len < 0 ? std::string::npos : size_t(len));
+    out.write(part.data(), part.size());
+    return part.size();
+  }
+  std::string get_tail(const std::string& key, size_t n) override { return obj.at(key).substr(obj.at(key).size() - n); }
+  std::vector<ltx::ObjectInfo> list(const std::string& prefix, const std::string& after) override {
+    std::vector<ltx::ObjectInfo> v;
+    for (auto& kv : obj)
+      if (kv.first.compare(0, prefix.size(), prefix) == 0 && kv.first > after) v.push_back({kv.first, kv.second.size()});
+    return v;
+  }
+  bool head(const std::string& key, ltx::ObjectInfo*) override { return obj.count(key); }
+  void remove(const std::vector<std::string>& keys) override {
+    for (auto& k : keys) obj.erase(k);
+  }
+  std::map<std::string, std::string> obj;
+};
+
+TEST(ObjectReader, ReadsInRanges) {
+  MemStore m;
+  std::string body(100000, 'x');
+  for (size_t i = 0; i < body.size(); i++) body[i] = char(i * 7);
+  ltx::MemReader r(body.data(), body.size());
+  m.put("k", r, {});
+  ltx::CountingStore c(m);
+  ltx::ObjectReader o(c, "k", body.size(), 30000);
+  std::string got;
+  char b[777];
+  for (size_t n; (n = o.read(b, sizeof b));) got.append(b, n);
+  EXPECT_EQ(got, body);
+  EXPECT_EQ(c.gets, 4u);  // 30000 x 3 + 10000
+  ltx::ObjectReader shortread(m, "k", body.size() + 5, 1u << 20);
+  EXPECT_THROW(shortread.read(b, sizeof b), ltx::Error);
+}
+
+// A header-only LTX object: enough for plan_retention (names, times).
+void add(MemStore& m, ltx::Replica& r, int level, uint64_t lo, uint64_t hi, int64_t ts) {
+  ltx::Header h;
+  h.flags = ltx::kFlagNoChecksum;
+  h.page_size = 4096;
+  h.commit = 1;
+  h.min_txid = lo;
+  h.max_txid = hi;
+  h.timestamp = ts;
+  uint8_t b[ltx::kHeaderSize];
+  h.marshal(b);
+  std::string s(reinterpret_cast<char*>(b), sizeof b);
+  s.append(16, '\0');
+  ltx::MemReader rd(s.data(), s.size());
+  m.put(r.key(level, lo, hi), rd, {});
+}
+
+std::set<std::string> names(const std::vector<ltx::ReplicaFile>& v) {
+  std::set<std::string> s;
+  for (auto& f : v) s.insert(f.name());
+  return s;
+}
+
+TEST(Retention, WindowBaseAndGfs) {
+  MemStore m;
+  ltx::Location loc = ltx::parse_url("s3://b/app");
+  ltx::Replica r(m, loc);
+  const int64_t H = 3600000;
+  add(m, r, 0, 1, 1, 0);
+  for (uint64_t t = 2; t <= 40; t++) add(m, r, 0, t, t, int64_t(t) * H);  // one file an hour
+  add(m, r, 9, 1, 10, 10 * H);
+  add(m, r, 9, 1, 24, 24 * H);
+  add(m, r, 9, 1, 30, 30 * H);
+  auto files = r.list();
+  ltx::RetainOptions o;
+  o.now_ms = 40 * H;
+  o.retention_ms = 12 * H;  // cutoff 28h: keep 1-30, and 1-24 as the base
+  auto p = ltx::plan_retention(r, files, o);
+  ASSERT_TRUE(p.have_base);
+  EXPECT_EQ(p.base.name(), "9/0000000000000001-0000000000000018.ltx");
+  auto gone = names(p.remove);
+  EXPECT_TRUE(gone.count("9/0000000000000001-000000000000000a.ltx"));
+  EXPECT_TRUE(gone.count("0/0000000000000001-0000000000000001.ltx"));
+  EXPECT_TRUE(gone.count("0/0000000000000018-0000000000000018.ltx"));
+  EXPECT_FALSE(gone.count("0/0000000000000019-0000000000000019.ltx"));
+  EXPECT_FALSE(gone.count("9/0000000000000001-0000000000000018.ltx"));
+  EXPECT_EQ(gone.size(), 1u + 1u + 23u);  // 9/1-10, 0/1-1, 0/2..0/24
+  // GFS only: the base is the newest snapshot; daily 2 keeps day 0's (1-10) and day 1's (1-30).
+  o.retention_ms = -1;
+  o.daily = 2;
+  p = ltx::plan_retention(r, files, o);
+  gone = names(p.remove);
+  EXPECT_EQ(p.base.name(), "9/0000000000000001-000000000000001e.ltx");
+  EXPECT_FALSE(gone.count("9/0000000000000001-000000000000000a.ltx"));
+  EXPECT_TRUE(gone.count("9/0000000000000001-0000000000000018.ltx"));
+  EXPECT_TRUE(gone.count("0/000000000000001e-000000000000001e.ltx"));
+  EXPECT_FALSE(gone.count("0/000000000000001f-000000000000001f.ltx"));
+}
+
+TEST(Retention, CompactedLevelsGoInsideOldCoversOnly) {
+  MemStore m;
+  ltx::Replica r(m, ltx::parse_url("s3://b/app"));
+  const int64_t H = 3600000;
+  add(m, r, 9, 1, 1, 0);
+  for (uint64_t t = 2; t <= 9; t++) add(m, r, 0, t, t, int64_t(t) * H);
+  add(m, r, 3, 2, 5, 5 * H);  // old cover
+  add(m, r, 3, 6, 9, 9 * H);  // recent cover
+  ltx::RetainOptions o;
+  o.now_ms = 10 * H;
+  o.retention_ms = 30 * H;
+  o.compacted_retention_ms = 3 * H;  // covers stamped before 7h
+  auto p = ltx::plan_retention(r, r.list(), o);
+  auto gone = names(p.remove);
+  EXPECT_EQ(gone, (std::set<std::string>{"0/0000000000000002-0000000000000002.ltx", "0/0000000000000003-0000000000000003.ltx",
+                                         "0/0000000000000004-0000000000000004.ltx", "0/0000000000000005-0000000000000005.ltx"}));
+  // newest first: an interrupted run leaves a prefix that still chains
+  EXPECT_EQ(p.remove.front().name(), "0/0000000000000005-0000000000000005.ltx");
+}
+
+TEST(Retention, NoLevel9SnapshotNothingGoes) {
+  MemStore m;
+  ltx::Replica r(m, ltx::parse_url("s3://b/app"));
+  add(m, r, 0, 1, 1, 0);
+  add(m, r, 0, 2, 2, 1000);
+  ltx::RetainOptions o;
+  o.now_ms = 1e9;
+  o.retention_ms = 0;
+  auto p = ltx::plan_retention(r, r.list(), o);
+  EXPECT_FALSE(p.have_base);
+  EXPECT_TRUE(p.remove.empty());
+}
+
+}  // namespace
