@@ -219,4 +219,9 @@ stop_follower() {
   assert_failure 2
   run s3-get --follow --after zz "$url"
   assert_failure 2
+  # a position past the replica's end: a different or reset replica
+  put_l0 "$url" 1 5
+  run bash -c "s3-get --follow --after 9 '$url' > /dev/null"
+  assert_failure 3
+  assert_output --partial "latest TXID $(hex16 5) is behind position $(hex16 9)"
 }

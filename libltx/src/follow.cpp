@@ -40,7 +40,10 @@ bool Follower::recover() {
   auto files = r_.list();
   uint64_t latest = 0;
   for (auto& f : files) latest = std::max(latest, f.max_txid);
-  if (latest <= st_.position) return false;
+  if (latest < st_.position)
+    fail_integrity("the replica's latest TXID " + hex16(latest) + " is behind position " + hex16(st_.position) +
+                   " (a different or reset replica?)");
+  if (latest == st_.position) return false;
   auto bridge = plan_bridge(files, st_.position);
   if (!bridge.empty()) {
     note("continuing from TXID " + hex16(st_.position) + " with " + std::to_string(bridge.size()) + " files");
