@@ -282,8 +282,9 @@ levels() { s3-ls "$1" | cut -d/ -f1 | sort | uniq -c | awk '{ printf "%s:%s ", $
   exact="$(awk '{ print $2 " objects, " $3 " bytes" }' "$T/counts")"
   simulate "file://$T/coarse" 24 --retention 1d --compacted-retention 1h
   coarse="$(awk '{ print $2 " objects, " $3 " bytes" }' "$T/counts")"
+  s3-get "file://$T/raw" | ltx-apply "$T/day.db"
   {
-    echo "# one simulated day (108 level-0 files in 18 active hours, database $(stat -c %s "$W/live.db") bytes at the end of the week):"
+    echo "# one simulated day (108 level-0 files in 18 active hours; the database is $(stat -c %s "$T/day.db") bytes at its end):"
     echo "#   level 0 only:                                          $raw"
     echo "#   compaction 1-3 + daily snapshot, --retention 1d:       $exact"
     echo "#   ... and --compacted-retention 1h:                      $coarse"
