@@ -38,7 +38,12 @@ bool sync_ack(Store& store, const Location& loc, const std::string& ack, uint64_
 bool resume_from_ack(PageState& st, const std::string& ack) {
   st.enable_undo();
   Position acked;
-  if (!read_position_file(ack, &acked)) return false;
+  if (!read_position_file(ack, &acked)) {
+    // Nothing acknowledged yet (the first upload never completed): every
+    // file the state recorded was lost downstream, so start afresh.
+    if (st.initialized() && st.undo_bytes() > 0) st.rollback_to(0);
+    return false;
+  }
   if (acked.txid > st.position().txid)
     fail_integrity(ack + ": acknowledged TXID " + hex16(acked.txid) + " is ahead of the state (" +
                    hex16(st.position().txid) + "): the state belongs to another replica");
