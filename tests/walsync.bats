@@ -1,0 +1,292 @@
+#!/usr/bin/env bats
+# walsync: the porcelain end to end - watch (in-process pipelines) with
+# concurrent writers to file:// and the local S3 server, restore at the
+# latest TXID and at a timestamp, supervisor restarts, SIGTERM drain,
+# config errors, the shell examples, and walsync(1)'s EXAMPLES.
+load test_helper/common
+load test_helper/s3
+
+# mkdb DB: an empty WAL-mode database with table t.
+mkdb() {
+  sqlite3 "$1" >/dev/null <<'SQL'
+PRAGMA journal_mode=WAL;
+CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+SQL
+}
+
+# writer DB N DELAY [FIRST]: N small transactions, DELAY seconds apart.
+writer() {
+  python3 - "$@" <<'PY'
+import sqlite3, sys, time
+db, n, d = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+first = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+c = sqlite3.connect(db, timeout=30, isolation_level=None)
+for i in range(first, first + n):
+    c.execute("BEGIN IMMEDIATE")
+    c.execute("INSERT INTO t(v) VALUES(?)", ("row %d %s" % (i, "x" * (i * 37 % 900)),))
+    if i % 10 == 0:
+        c.execute("UPDATE t SET v = v || '!' WHERE id % 7 = ?", (i % 7,))
+    c.execute("COMMIT")
+    time.sleep(d)
+PY
+}
+
+# same DB RESTORED: equal content and a clean integrity check.
+same() {
+  [ "$(sqlite3 "$2" 'PRAGMA integrity_check')" = ok ] || { echo "$2: integrity" >&2; return 1; }
+  local a b
+  a=$(sqlite3 "$1" .sha3sum) b=$(sqlite3 "$2" .sha3sum)
+  [ "$a" = "$b" ] || { echo "$1 vs $2: $a != $b" >&2; return 1; }
+}
+
+# stop_watch PID MAXSEC: SIGTERM, then require exit 0 within MAXSEC.
+stop_watch() {
+  local pid=$1 max=$2 i
+  kill -TERM "$pid"
+  for i in $(seq 1 $((max * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "walsync watch did not exit within ${max}s" >&2
+    kill -KILL "$pid"
+    return 1
+  fi
+  wait "$pid"
+}
+
+# metric NAME DB FILE: one value from the metrics file.
+metric() { sed -n "s/^$1{db=\"$2\"} //p" "$3"; }
+
+# The acceptance scenario on one backend: three databases, concurrent
+# writers in two phases with a quiet point between them.
+three_databases() {
+  local base=$1 n
+  cd "$T"
+  for n in a b c; do mkdb "$n.db"; done
+  walsync watch a.db b.db c.db -b "$base" --metrics-file "$T/m.prom" --metrics-interval 500ms 2>"$T/watch.log" &
+  local pid=$!
+  local w=()
+  for n in a b c; do writer "$n.db" 40 0.01 & w+=($!); done
+  wait "${w[@]}"
+  sleep 1.2
+  for n in a b c; do sqlite3 "$n.db" .sha3sum > "$n.mid"; done
+  local mid; mid=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  sleep 1.2
+  w=()
+  for n in a b c; do writer "$n.db" 40 0.01 1000 & w+=($!); done
+  wait "${w[@]}"
+  stop_watch "$pid" 10
+  grep -q "a: drained at TXID" "$T/watch.log"
+  for n in a b c; do
+    walsync restore "$n" -b "$base" -o "$n-latest.db"
+    same "$n.db" "$n-latest.db"
+    walsync restore "$n" -b "$base" -o "$n-mid.db" --timestamp "$mid"
+    [ "$(sqlite3 "$n-mid.db" .sha3sum)" = "$(cat "$n.mid")" ]
+    [ "$(sqlite3 "$n-mid.db" 'PRAGMA integrity_check')" = ok ]
+  done
+  [ "$(metric walsync_errors_total a "$T/m.prom")" = 0 ]
+  [ "$(metric walsync_lag_seconds b "$T/m.prom")" = 0.000 ]
+}
+
+@test "walsync watch: three databases, concurrent writers, file:// replica; restore latest and at a timestamp" {
+  three_databases "file://$T/rep"
+}
+
+@test "walsync watch: three databases, concurrent writers, S3 replica; restore latest and at a timestamp" {
+  require_s3
+  three_databases "$(s3_url base)"
+}
+
+@test "walsync watch: S3 failures kill the pipeline; the supervisor restarts it with backoff and it converges" {
+  require_s3
+  cd "$T"
+  mkdb app.db
+  writer app.db 5 0
+  start_proxy --faults PUT:500,PUT:500
+  local url; url=$(s3_url base)
+  walsync watch app.db -b "$url" --endpoint "$PROXY" --retries 0 --connect-timeout 2 \
+    --metrics-file m.prom --metrics-interval 200ms 2>watch.log &
+  local pid=$!
+  writer app.db 20 0.02 100
+  for i in $(seq 1 100); do
+    [ "$(metric walsync_restarts_total app m.prom)" = 2 ] && [ "$(metric walsync_lag_seconds app m.prom)" = 0.000 ] && break
+    sleep 0.2
+  done
+  stop_watch "$pid" 10
+  stop_proxy
+  cat watch.log >&2
+  grep -q "app: failed: upload: .*restarting in 1000 ms" watch.log
+  grep -q "app: failed: upload: .*restarting in 2000 ms" watch.log
+  [ "$(metric walsync_restarts_total app m.prom)" = 2 ]
+  walsync restore app -b "$url" -o restored.db
+  same app.db restored.db
+}
+
+@test "walsync watch: restart resumes from the acknowledged position (no second snapshot)" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 10 0
+  walsync watch app.db -b "file://$T/rep" 2>w1.log & local pid=$!
+  sleep 1; writer app.db 5 0 100; sleep 0.5
+  stop_watch "$pid" 10
+  writer app.db 5 0 200
+  walsync watch app.db -b "file://$T/rep" 2>w2.log & pid=$!
+  writer app.db 5 0 300; sleep 1
+  stop_watch "$pid" 10
+  grep -q "app: started at TXID 0000000000000000, no acknowledged position" w1.log
+  grep -q "app: started at TXID 00000000000000.., WAL " w2.log
+  # one snapshot only (TXID 1), the rest continue the chain
+  [ "$(ls rep/app/ltx/0 | grep -c '^0000000000000001-')" = 1 ]
+  walsync restore app -b "file://$T/rep" -o r.db
+  same app.db r.db
+  run walsync restore app -b "file://$T/rep" -o r.db
+  [ "$status" -eq 1 ]
+  run walsync restore app -b "file://$T/rep" -o r.db --if-not-exists
+  assert_success
+}
+
+@test "walsync watch: SIGTERM while idle exits 0 at once; SIGINT too" {
+  cd "$T"
+  mkdb app.db
+  walsync watch app.db -b "file://$T/rep" 2>w.log & local pid=$!
+  sleep 0.5
+  stop_watch "$pid" 3
+  walsync watch app.db -b "file://$T/rep" 2>w2.log & pid=$!
+  sleep 0.5
+  kill -INT "$pid"; wait "$pid"
+  grep -q "watch: SIGINT: draining" w2.log
+}
+
+@test "walsync: config file: per-database overrides; unknown keys rejected with the line number" {
+  cd "$T"
+  mkdb one.db; mkdb two.db
+  cat > ok.conf <<EOF
+# replicas under file://$T/rep
+url = file://$T/rep
+metrics-file = $T/m.prom
+metrics-interval = 200ms
+[$T/one.db]
+name = first
+state-dir = $T/state-one
+checkpoint-pages = 50
+[$T/two.db]
+EOF
+  walsync watch -c ok.conf 2>w.log & local pid=$!
+  writer one.db 5 0; writer two.db 5 0; sleep 1
+  stop_watch "$pid" 5
+  [ -f state-one/ack ]
+  [ -d two.db-walsync ]
+  walsync restore first -c ok.conf -o r1.db
+  same one.db r1.db
+  walsync restore two -c ok.conf -o r2.db
+  same two.db r2.db
+  run walsync status -c ok.conf
+  assert_success
+  assert_line --partial "first"
+  printf 'url = file:///x\n\n# c\nretention = 3\n' > bad.conf
+  run walsync watch -c bad.conf one.db
+  [ "$status" -eq 2 ]
+  assert_output --partial "bad.conf:4: unknown key 'retention'"
+  printf '[%s]\nurl = file:///x\nfoo = 1\n' "$T/one.db" > bad2.conf
+  run walsync watch -c bad2.conf
+  [ "$status" -eq 2 ]
+  assert_output --partial "bad2.conf:3: unknown key 'foo'"
+  run walsync watch one.db
+  [ "$status" -eq 2 ]
+  assert_output --partial "no replica URL"
+}
+
+@test "walsync: a state directory refuses another replica" {
+  cd "$T"
+  mkdb app.db
+  walsync watch app.db -b "file://$T/rep1" 2>w1.log & local pid=$!
+  sleep 0.5; stop_watch "$pid" 5
+  walsync watch app.db -b "file://$T/rep2" 2>w2.log & pid=$!
+  sleep 1; stop_watch "$pid" 5
+  grep -q "state belongs to replica file://$T/rep1/app" w2.log
+}
+
+@test "walsync snapshot, ls, verify" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 10 0
+  walsync watch app.db -b "file://$T/rep" 2>w.log & local pid=$!
+  sleep 1; writer app.db 10 0 100; sleep 0.5
+  stop_watch "$pid" 5
+  walsync snapshot app.db -b "file://$T/rep"
+  ls rep/app/ltx/9 | grep -q '^0000000000000001-'
+  run walsync ls app -b "file://$T/rep"
+  assert_success
+  assert_output --partial "9/0000000000000001-"
+  walsync verify app -b "file://$T/rep"
+  walsync restore app -b "file://$T/rep" -o r.db
+  same app.db r.db
+}
+
+@test "walsync replicate: a live replica follows the primary" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 10 0
+  walsync watch app.db -b "file://$T/rep" 2>w.log & local pid=$!
+  sleep 1
+  walsync replicate app -b "file://$T/rep" --local replica.db --interval 200ms 2>r.log & local rpid=$!
+  writer app.db 20 0.02 100
+  local i
+  for i in $(seq 1 50); do
+    [ "$(sqlite3 replica.db 'SELECT count(*) FROM t' 2>/dev/null)" = 30 ] && break
+    sleep 0.2
+  done
+  stop_watch "$pid" 5
+  kill -TERM "$rpid"; wait "$rpid"
+  same app.db replica.db
+}
+
+@test "examples/tee-two-replicas.sh: one pipeline, two file:// replicas, both restore" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 10 0
+  setsid "$REPO_ROOT/examples/tee-two-replicas.sh" app.db "file://$T/r1" "file://$T/r2" 2>tee.log & local pid=$!
+  sleep 1
+  writer app.db 10 0.02 100
+  local i
+  for i in $(seq 1 50); do
+    [ "$(ls r1/ltx/0 2>/dev/null | wc -l)" -ge 11 ] && [ "$(ls r2/ltx/0 2>/dev/null | wc -l)" -ge 11 ] && break
+    sleep 0.2
+  done
+  sleep 0.5
+  kill -TERM -- -"$pid"; wait "$pid" || true
+  for r in r1 r2; do
+    s3-get "file://$T/$r" | ltx-apply "$r.db"
+    same app.db "$r.db"
+  done
+}
+
+@test "walsync: usage errors exit 2; --help exits 0" {
+  run walsync
+  [ "$status" -eq 2 ]
+  run walsync restore app
+  [ "$status" -eq 2 ]
+  run walsync watch --help
+  assert_success
+  assert_output --partial "--metrics-file"
+}
+
+@test "man: walsync.1 is lint-clean and its examples run" {
+  mandoc -Tlint -W warning "$REPO_ROOT/man/walsync.1"
+  awk '
+    /^\.Sh / { ex = ($2 == "EXAMPLES"); next }
+    ex && /^\.Bd -literal/ { lit = 1; next }
+    ex && /^\.Ed/ { lit = 0; next }
+    ex && lit && /^\$ / { sub(/^\$ /, ""); gsub(/\\-/, "-"); gsub(/\\e/, "\\"); print }
+  ' "$REPO_ROOT/man/walsync.1" > "$T/ex.sh"
+  [ -s "$T/ex.sh" ]
+  mkdir "$T/ex" && cd "$T/ex"
+  sqlite3 app.db >/dev/null <<'SQL'
+PRAGMA journal_mode=WAL;
+CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+INSERT INTO t(v) SELECT printf('row %d', value) FROM generate_series(1, 500);
+SQL
+  run bash -e -o pipefail "$T/ex.sh" </dev/null
+  [ "$status" -eq 0 ] || { cat "$T/ex.sh" >&2; echo "$output" >&2; return 1; }
+}
