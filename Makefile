@@ -26,7 +26,7 @@ SCRIPTS  := $(wildcard tools/*.sh)
 UNIT_SRC := $(wildcard tests/unit/*.cpp)
 MANPAGES := $(wildcard man/*.[1-8])
 
-.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo torture live-soak
+.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo chaos torture live-soak
 
 all: $(TOOLS) $(BUILD)/bin/unit-tests
 
@@ -109,3 +109,11 @@ uninstall:
 
 clean:
 	rm -rf build build-asan
+
+# The chaos test of issue 5 against the local Swift server: CHAOS_SECONDS of
+# writes while random stages are killed and the S3 server is taken away once.
+CHAOS_SECONDS ?= 120
+chaos: all
+	WALSYNC_BIN=$(abspath $(BUILD)/bin) PATH=$(abspath $(BUILD)/bin):$$PATH scripts/with-s3 bash -c \
+	  'tests/chaos.sh "s3://$$WALSYNC_TEST_BUCKET/chaos-$$$$" $(CHAOS_SECONDS) "$${TMPDIR:-/tmp}/walsync-chaos" \
+	   "scripts/s3-server stop \"$${WALSYNC_S3_DIR:-$$PWD/.swift}\" $${WALSYNC_S3_PORT:-18080}; sleep 5; scripts/s3-server start \"$${WALSYNC_S3_DIR:-$$PWD/.swift}\" $${WALSYNC_S3_PORT:-18080}"'

@@ -1,6 +1,7 @@
 // ltx-encode - write LTX files from a database snapshot, a plain SQLite -wal
 // file, or the WAL stream of wal-tail.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -51,7 +52,8 @@ int main(int argc, char** argv) {
     if (!state_dir.empty()) state = std::make_unique<ltx::PageState>(state_dir);
     // Files emitted but never acknowledged were lost downstream: undo them,
     // so the next file continues exactly what the destination holds.
-    if (!ack.empty() && ltx::resume_from_ack(*state, ack) && verbose)
+    ltx::Position adopt;
+    if (!ack.empty() && ltx::resume_from_ack(*state, ack, &adopt) && verbose && !adopt.txid)
       std::fprintf(stderr, "ltx-encode: resuming at acknowledged TXID %s\n",
                    ltx::hex16(state->position().txid).c_str());
     if (tmpdir.empty()) {
@@ -62,6 +64,30 @@ int main(int argc, char** argv) {
     if (!db.empty()) {
       int fd = ::open(db.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) ltx::fail_errno("open " + db);
+      if (adopt.txid != 0) {
+        // A restored database joins its replica's chain: same checksum as
+        // the acknowledged position, and the state starts there. No output.
+        struct Null : ltx::Writer {
+          void write(const void*, size_t) override {}
+        } null;
+        struct stat st {};
+        uint8_t h[100];
+        uint64_t ck = ltx::kChecksumFlag;
+        if (::fstat(fd, &st) == 0 && st.st_size >= 100 && ltx::pread_full(fd, h, 100, 0) == 100) {
+          uint32_t ps = ltx::get16(h + 16) == 1 ? 65536 : ltx::get16(h + 16);
+          if (ltx::valid_page_size(ps)) ck = ltx::db_checksum_fd(fd, ps, uint64_t(st.st_size) / ps);
+        }
+        if (ck != adopt.checksum)
+          ltx::fail_integrity(db + ": checksum " + ltx::hex16(ck) + " is not the replica's " +
+                              ltx::hex16(adopt.checksum) + " at TXID " + ltx::hex16(adopt.txid) +
+                              ": restore it first, or replicate to another prefix");
+        ltx::encode_db_snapshot(fd, db, null, adopt.txid, ltx::now_ms(), state.get(), tmpdir);
+        ::close(fd);
+        if (verbose)
+          std::fprintf(stderr, "ltx-encode: %s joins the replica at TXID %s\n", db.c_str(),
+                       ltx::hex16(adopt.txid).c_str());
+        return cli::kOk;
+      }
       auto r = ltx::encode_db_snapshot(fd, db, out, txid ? txid : 1, ts ? ts : ltx::now_ms(),
                                        state.get(), tmpdir);
       ::close(fd);
@@ -85,6 +111,7 @@ int main(int argc, char** argv) {
     opt.first_txid = txid;
     opt.timestamp = ts;
     opt.ack_path = ack;
+    opt.adopt = adopt;
     ltx::TxnEncoder enc(out, state.get(), opt, tmpdir);
     int n = enc.run(events);
     if (verbose) std::fprintf(stderr, "ltx-encode: %d LTX files\n", n);

@@ -155,6 +155,41 @@ int TxnEncoder::run(wal::EventReader& r) {
   }
 }
 
+// A fresh state joins an existing replica (e.g. replication restarted on a
+// restored database): the first resync must be exactly the database the
+// replica holds at the acknowledged position; its page checksums become the
+// state and nothing is sent.
+void TxnEncoder::adopt(const std::vector<Entry>& pages, uint32_t commit) {
+  const uint32_t ps = page_size_;
+  std::vector<uint8_t> page(ps);
+  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  uint64_t ck = kChecksumFlag;
+  for (const Entry& en : pages) {
+    if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
+      fail_runtime("spool file: short read");
+    uint64_t pc = page_checksum(en.pgno, page.data(), ps);
+    ck = fold(ck, pc);
+    changes.emplace_back(en.pgno, pc);
+  }
+  if (ck != opt_.adopt.checksum || (opt_.adopt.page_size && opt_.adopt.page_size != ps))
+    fail_integrity("the database (checksum " + hex16(ck) + ") is not the replica's TXID " +
+                   hex16(opt_.adopt.txid) + " (checksum " + hex16(opt_.adopt.checksum) +
+                   "): restore it first, or replicate to another prefix");
+  Position pos;
+  pos.txid = opt_.adopt.txid;
+  pos.checksum = ck;
+  pos.page_size = ps;
+  pos.commit = commit;
+  pos.wal_salt1 = cursor_salt1_;
+  pos.wal_salt2 = cursor_salt2_;
+  pos.wal_offset = cursor_offset_;
+  state_->commit(pos, changes);
+  next_txid_ = pos.txid + 1;
+  entries_.clear();
+  committed_ = 0;
+  slots_ = 0;
+}
+
 void TxnEncoder::emit_resync() {
   resync_pending_ = false;
   emit(resync_commit_, true);
@@ -225,6 +260,10 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     entries_.clear();
     committed_ = 0;
     slots_ = 0;
+    return;
+  }
+  if (resync && !have_state && state_ && opt_.adopt.txid != 0) {
+    adopt(pages, commit);
     return;
   }
   Header h;

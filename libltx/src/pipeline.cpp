@@ -35,7 +35,7 @@ bool sync_ack(Store& store, const Location& loc, const std::string& ack, uint64_
   return true;
 }
 
-bool resume_from_ack(PageState& st, const std::string& ack) {
+bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt) {
   st.enable_undo();
   Position acked;
   if (!read_position_file(ack, &acked)) {
@@ -43,6 +43,10 @@ bool resume_from_ack(PageState& st, const std::string& ack) {
     // file the state recorded was lost downstream, so start afresh.
     if (st.initialized() && st.undo_bytes() > 0) st.rollback_to(0);
     return false;
+  }
+  if (adopt && !st.initialized() && acked.txid != 0) {
+    *adopt = acked;  // the encoder checks the first resync against it
+    return true;
   }
   if (acked.txid > st.position().txid)
     fail_integrity(ack + ": acknowledged TXID " + hex16(acked.txid) + " is ahead of the state (" +

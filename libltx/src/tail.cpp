@@ -554,6 +554,12 @@ bool Tailer::try_resume() {
     return false;
   }
   uint32_t n = uint32_t((o_.from_offset - kWalHeaderSize) / fs);
+  if (o_.from_salt1 == 0 && o_.from_salt2 == 0) {
+    // Taken when no WAL existed: any number of generations may have come
+    // and been checkpointed since, and an empty WAL looks the same.
+    log("resume: position predates the WAL");
+    return false;
+  }
   Shm s = read_shm();
   if (s.salt1 != o_.from_salt1 || s.salt2 != o_.from_salt2 || s.mx_frame < n) {
     log("resume: the WAL no longer holds the position");

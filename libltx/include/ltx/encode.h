@@ -32,6 +32,7 @@ struct EncodeOptions {
   uint64_t first_txid = 0;   // stateless mode: TXID of the first file (0: 1)
   int64_t timestamp = 0;     // fixed timestamp (0: event time or now)
   std::string ack_path;      // acknowledgement file: undo records up to it are dropped
+  Position adopt;            // txid != 0: a fresh state joins a replica at this position
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.
@@ -53,6 +54,7 @@ class TxnEncoder {
     uint32_t pgno;
     uint32_t slot;
   };
+  void adopt(const std::vector<Entry>& pages, uint32_t commit);
   Writer& out_;
   PageState* state_;
   EncodeOptions opt_;

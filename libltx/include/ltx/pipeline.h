@@ -53,6 +53,9 @@ bool sync_ack(Store& store, const Location& loc, const std::string& ack, uint64_
 // state back to it and drops the undo records it covers. Throws Integrity
 // when the acknowledgement is ahead of the state or their checksums differ
 // (the state belongs to another replica). Returns true if `ack` existed.
-bool resume_from_ack(PageState& st, const std::string& ack);
+// With `adopt`, a fresh state facing an acknowledgement (replication
+// restarted on a restored database) is not an error: *adopt receives the
+// acknowledged position, for EncodeOptions::adopt.
+bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt = nullptr);
 
 }  // namespace ltx
