@@ -233,7 +233,8 @@ int watch(Common& c, Watch& w) {
   // caches bounded process-wide, few malloc arenas, big blocks mmapped (and
   // so returned) rather than kept on the heap.
   sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0);
-  sqlite3_soft_heap_limit64(8 << 20);
+  sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);  // no bulk page-cache preallocation
+  sqlite3_soft_heap_limit64(4 << 20);
   mallopt(M_ARENA_MAX, 2);
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_TRIM_THRESHOLD, 256 * 1024);

@@ -169,7 +169,7 @@ void bind_state(const std::string& dir, const std::string& url) {
 
 void run_tail(Db& d, const Options& o, tail::Options to, Fd out) {
   try {
-    FdWriter w(out.fd, 32 * 1024);
+    FdWriter w(out.fd, 8 * 1024);
     tail::run(to, w);
     w.flush();
     if (!d.stop) d.fail("wal-tail", "ended unexpectedly");
@@ -184,11 +184,11 @@ void run_tail(Db& d, const Options& o, tail::Options to, Fd out) {
 void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack, Fd in, Fd out) {
   try {
     FdReader fr(in.fd);
-    BufReader br(fr, 64 * 1024);
+    BufReader br(fr, 8 * 1024);
     const uint8_t* peek;
     if (br.peek(&peek, 1) > 0) {  // nothing at all: the tail stopped first
       wal::EventReader events(br);
-      FdWriter fw(out.fd, 32 * 1024);
+      FdWriter fw(out.fd, 8 * 1024);
       TapWriter tap(fw, [&d](uint64_t end) { d.lag.encoded(end, now_ms()); });
       EncodeOptions eo;
       eo.per_txn = true;
@@ -262,7 +262,7 @@ void run_pipeline(Db& d, const Options& o) {
     u.ack = ack;
     u.tmpdir = d.cfg.state_dir;
     u.spool_mem = 64 * 1024;
-    u.read_buf = 32 * 1024;
+    u.read_buf = 8 * 1024;
     u.allow_empty = true;
     uint64_t consumed = 0;
     u.on_file = [&](bool stored, const std::string& key, const Header& h, const Trailer&,
