@@ -11,6 +11,7 @@
 set -euo pipefail
 SSH=${SSH:-ssh}
 STATE=${STATE:-$HOME/.local/state/walsync-ssh}
+mkdir -p "$STATE"
 on() { local h=$1; shift; if [ "$SSH" = "bash -c" ]; then bash -c "$*"; else $SSH "$h" "$*"; fi; }
 case ${1:-} in
   backup)
