@@ -45,7 +45,7 @@ $(BUILD)/libltx.a: $(LIB_OBJ)
 $(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a $(wildcard tools/*.h)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a $(DEPLIBS) $(LDFLAGS)
+	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a -Wl,--as-needed $(DEPLIBS) $(LDFLAGS)
 
 $(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a
 	@mkdir -p $(@D)

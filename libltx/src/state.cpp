@@ -309,4 +309,28 @@ void PageState::replay_journal() {
   if (::unlink((dir_ + "/journal").c_str()) != 0) fail_errno("remove journal");
 }
 
+bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt) {
+  st.enable_undo();
+  Position acked;
+  if (!read_position_file(ack, &acked)) {
+    // Nothing acknowledged yet (the first upload never completed): every
+    // file the state recorded was lost downstream, so start afresh.
+    if (st.initialized() && st.undo_bytes() > 0) st.rollback_to(0);
+    return false;
+  }
+  if (adopt && !st.initialized() && acked.txid != 0) {
+    *adopt = acked;  // the encoder checks the first resync against it
+    return true;
+  }
+  if (acked.txid > st.position().txid)
+    fail_integrity(ack + ": acknowledged TXID " + hex16(acked.txid) + " is ahead of the state (" +
+                   hex16(st.position().txid) + "): the state belongs to another replica");
+  st.rollback_to(acked.txid);
+  if (st.position().checksum != acked.checksum)
+    fail_integrity(ack + ": checksum " + hex16(acked.checksum) + " differs from the state's " +
+                   hex16(st.position().checksum) + " at TXID " + hex16(acked.txid));
+  st.trim_undo(acked.txid);
+  return true;
+}
+
 }  // namespace ltx

@@ -8,7 +8,7 @@
 //   sync_ack         bring an acknowledgement up to the remote's latest
 //                    level-0 file (an upload that finished just before a crash
 //                    was never acknowledged).
-//   resume_from_ack  roll an encoder's page state back to the acknowledged
+//   resume_from_ack  (ltx/state.h) roll an encoder's page state back to the acknowledged
 //                    TXID (files emitted but never stored are redone).
 #pragma once
 #include <cstdint>
@@ -49,13 +49,5 @@ Position ack_position(const Header& h, const Trailer& t);
 // (*txid, if given, receives the new TXID).
 bool sync_ack(Store& store, const Location& loc, const std::string& ack, uint64_t* txid = nullptr);
 
-// Keeps undo records in `st` from now on and, if `ack` exists, rolls the
-// state back to it and drops the undo records it covers. Throws Integrity
-// when the acknowledgement is ahead of the state or their checksums differ
-// (the state belongs to another replica). Returns true if `ack` existed.
-// With `adopt`, a fresh state facing an acknowledgement (replication
-// restarted on a restored database) is not an error: *adopt receives the
-// acknowledged position, for EncodeOptions::adopt.
-bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt = nullptr);
 
 }  // namespace ltx

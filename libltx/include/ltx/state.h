@@ -71,4 +71,14 @@ bool read_position_file(const std::string& path, Position* p);
 // Writes a position file atomically (temp, fsync, rename, fsync directory).
 void write_position_file(const std::string& path, const Position& p);
 
+// Keeps undo records in `st` from now on and, if `ack` exists, rolls the
+// state back to it and drops the undo records it covers. Throws Integrity
+// when the acknowledgement is ahead of the state or their checksums differ
+// (the state belongs to another replica). Returns true if `ack` existed.
+// With `adopt`, a fresh state facing an acknowledgement (replication
+// restarted on a restored database) is not an error: *adopt receives the
+// acknowledged position, for EncodeOptions::adopt.
+bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt = nullptr);
+
+
 }  // namespace ltx
