@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# The main job end to end on a file:// replica:
-#   back up a live database continuously, write to it, restore it, prove equality.
+# The main job end to end on a file:// replica, with the walsync porcelain:
+#   walsync watch a live database, write to it, walsync restore it, prove equality.
+# (examples/pipeline-demo.sh does the same with the plumbing tools.)
 # Usage: examples/demo.sh [WORKDIR]     (tools from build/bin, else PATH)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-[ -x "$here/build/bin/wal-tail" ] && export PATH="$here/build/bin:$PATH"
+[ -n "${WALSYNC_BIN:-}" ] && export PATH="$WALSYNC_BIN:$PATH"
+[ -x "$here/build/bin/walsync" ] && [ -z "${WALSYNC_BIN:-}" ] && export PATH="$here/build/bin:$PATH"
 work=${1:-$(mktemp -d /tmp/walsync-demo.XXXXXX)}
 mkdir -p "$work"
 cd "$work"
-rm -rf app.db app.db-wal app.db-shm state replica restored.db
+rm -rf app.db app.db-wal app.db-shm app.db-walsync backups restored.db metrics.prom
 say() { printf '==> %s\n' "$*"; }
 
 say "create app.db (WAL mode) in $work"
 sqlite3 app.db "pragma journal_mode=wal; create table notes(id integer primary key, body text, at text);
   insert into notes(body, at) values ('first note', datetime('now'));" > /dev/null
 
-say "start the backup pipeline: wal-tail app.db | ltx-encode --state state | s3-put file://$work/replica"
-# its own process group, so that stopping it stops every stage
-setsid bash -c 'wal-tail app.db | ltx-encode --state state | s3-put "$1"' _ "file://$work/replica" \
-  > /dev/null 2> pipeline.log &
-pipeline=$!
-trap 'kill -- -$pipeline 2>/dev/null || true' EXIT
+say "walsync watch app.db -b file://$work/backups"
+walsync watch app.db -b "file://$work/backups" --metrics-file metrics.prom --metrics-interval 1s 2> watch.log &
+watcher=$!
+trap 'kill $watcher 2>/dev/null || true' EXIT
 
 say "write to the live database: 200 transactions, an update, a delete"
 for i in $(seq 1 200); do
@@ -30,21 +30,22 @@ sqlite3 app.db "update notes set body = upper(body) where id % 5 = 0; delete fro
 want=$(sqlite3 app.db "select count(*) from notes")
 
 say "wait until the replica holds the last commit"
-for _ in $(seq 1 100); do
+for _ in $(seq 1 150); do
   rm -f probe.db
-  s3-get "file://$work/replica" 2>/dev/null | ltx-apply probe.db 2>/dev/null || true
+  walsync restore app -b "file://$work/backups" -o probe.db 2>/dev/null || true
   [ -s probe.db ] && [ "$(sqlite3 probe.db 'select count(*) from notes' 2>/dev/null)" = "$want" ] && break
   sleep 0.1
 done
-kill -- "-$pipeline" 2>/dev/null || true
-wait "$pipeline" 2>/dev/null || true
+rm -f probe.db
+
+say "stop watching (SIGTERM drains in-flight files)"
+kill -TERM "$watcher"
+wait "$watcher"
 trap - EXIT
+walsync ls app -b "file://$work/backups" | tail -n 3
 
-say "replica files:"
-s3-ls "file://$work/replica" | tail -n 3
-
-say "restore: s3-get file://$work/replica | ltx-apply restored.db"
-s3-get "file://$work/replica" | ltx-apply restored.db
+say "restore: walsync restore app -b file://$work/backups -o restored.db"
+walsync restore app -b "file://$work/backups" -o restored.db
 
 say "prove equality"
 sqlite3 app.db "pragma wal_checkpoint(truncate)" > /dev/null
