@@ -290,3 +290,12 @@ SQL
   run bash -e -o pipefail "$T/ex.sh" </dev/null
   [ "$status" -eq 0 ] || { cat "$T/ex.sh" >&2; echo "$output" >&2; return 1; }
 }
+
+@test "examples/ssh-between-hosts.sh: backup and restore through a local 'ssh'" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 10 0
+  SSH="bash -c" STATE="$T/st" timeout -s TERM 2 "$REPO_ROOT/examples/ssh-between-hosts.sh" backup "" "$T/app.db" "file://$T/rep" || true
+  SSH="bash -c" "$REPO_ROOT/examples/ssh-between-hosts.sh" restore "file://$T/rep" "" "$T/out.db"
+  same app.db out.db
+}

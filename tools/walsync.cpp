@@ -3,6 +3,7 @@
 // replicas by composing the plumbing tools. Policy only: the in-process
 // pipelines are ltx/watch.h, the protocol ltx/pipeline.h.
 #include <limits.h>
+#include <curl/curl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -238,6 +239,8 @@ int watch(Common& c, Watch& w) {
   mallopt(M_ARENA_MAX, 2);
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+
+  curl_global_init(CURL_GLOBAL_DEFAULT);  // once, before any thread uses curl
 
   // Signals arrive only where we wait for them (every thread inherits the mask).
   sigset_t set;
