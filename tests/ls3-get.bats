@@ -93,6 +93,10 @@ EOC
   "$LS" restore -o "$T/l.db" "file://$T/replica"
   same "$T/w.db" "$T/l.db"
   [ "$(sqlite3 "$T/w.db" "select count(*) from t")" -gt 100 ]
+  # the porcelain: walsync restore --litestream-v3
+  run walsync restore --litestream-v3 "file://$T/replica" -o "$T/ws.db"
+  assert_success
+  same "$T/ws.db" "$T/l.db"
 }
 
 @test "ls3-get: --index targets match litestream restore -index" {

@@ -267,7 +267,7 @@ int watch(Common& c, Watch& w) {
 // ---- restore, replicate, snapshot ----
 struct Restore {
   std::string target, out, txid, timestamp;
-  bool if_not_exists = false;
+  bool if_not_exists = false, litestream_v3 = false;
 };
 
 int restore(Common& c, Restore& r) {
@@ -277,8 +277,10 @@ int restore(Common& c, Restore& r) {
     if (r.if_not_exists) return cli::kOk;
     ltx::fail_runtime(r.out + ": exists (remove it, or give --if-not-exists)");
   }
-  Argv get = {"s3-get"};
-  if (!r.txid.empty()) get.insert(get.end(), {"--txid", r.txid});
+  // A Litestream v0.3 replica (generations/...) is read by ls3-get, so users
+  // of Litestream can move over; --txid then means the WAL index.
+  Argv get = {r.litestream_v3 ? "ls3-get" : "s3-get"};
+  if (!r.txid.empty()) get.insert(get.end(), {r.litestream_v3 ? "--index" : "--txid", r.txid});
   if (!r.timestamp.empty()) get.insert(get.end(), {"--timestamp", r.timestamp});
   get.push_back(c.resolve(r.target));
   return run_pipeline({get, {"ltx-apply", r.out}});
@@ -388,6 +390,7 @@ int main(int argc, char** argv) {
   re->add_option("-o,--output", r.out, "database to create")->required();
   auto* tx = re->add_option("--txid", r.txid, "restore up to this TXID (hex)");
   re->add_option("--timestamp", r.timestamp, "restore to the last file at or before this RFC 3339 time")->excludes(tx);
+  re->add_flag("--litestream-v3", r.litestream_v3, "the replica was written by Litestream v0.3 (generations/ layout; --txid is its WAL index)");
   re->add_flag("--if-not-exists", r.if_not_exists, "do nothing (exit 0) if OUTPUT exists");
 
   Replicate rp;
