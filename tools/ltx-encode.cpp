@@ -1,6 +1,7 @@
 // ltx-encode - write LTX files from a database snapshot, a plain SQLite -wal
 // file, or the WAL stream of wal-tail.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -111,6 +112,13 @@ int main(int argc, char** argv) {
     opt.first_txid = txid;
     opt.timestamp = ts;
     opt.ack_path = ack;
+    // Group commit: while more input is already waiting, transactions share
+    // a file; an idle stream still gets one file per transaction at once.
+    opt.input_ready = [&in]() {
+      if (in.buffered() > 0) return true;
+      pollfd p{0, POLLIN, 0};
+      return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+    };
     opt.adopt = adopt;
     ltx::TxnEncoder enc(out, state.get(), opt, tmpdir);
     int n = enc.run(events);

@@ -41,6 +41,9 @@ int main(int argc, char** argv) {
   app.add_option("--ack-max-frames", o.ack_max_frames,
                  "stop holding unacknowledged frames beyond this many (a crash then costs a resync)")
       ->capture_default_str();
+  app.add_option("--coalesce-us", o.coalesce_us,
+                 "under a stream of commits, copy at most once per this many microseconds (0: after every commit)")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
   app.add_flag("-v,--verbose", verbose, "progress on stderr");
 
   return cli::run(app, argc, argv, [&]() -> int {

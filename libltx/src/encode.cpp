@@ -217,7 +217,9 @@ void TxnEncoder::on_frame(const wal::Event& e) {
   if (e.commit != 0) {
     committed_ = entries_.size();
     commit_ = e.commit;
-    if (opt_.per_txn) flush_batch();
+    if (opt_.per_txn &&
+        !(opt_.input_ready && committed_ < opt_.max_batch_frames && opt_.input_ready()))
+      flush_batch();
   }
 }
 

@@ -71,6 +71,12 @@ int64_t mono_ms() {
   return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t mono_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
 // The wal-index header (walformat.html 2.1), native byte order except salts.
 struct Shm {
   uint32_t mx_frame = 0, n_page = 0, page_size = 0, n_backfill = 0;
@@ -187,6 +193,7 @@ class Tailer {
   void gap_repin();
   bool gap_ = false, lost_ = false;
   bool unacked();
+  int64_t last_advance_us_ = 0;
   struct timespec ack_mtime_ {};
   ltx::Position ack_;
   bool have_ack_ = false, ack_overflow_ = false;
@@ -670,8 +677,16 @@ void Tailer::run() {
     struct stat st;
     if (::stat(o_.db.c_str(), &st) != 0 || st.st_ino != ino_ || st.st_dev != dev_)
       fail_runtime(o_.db + ": database file was replaced or removed");
+    // Coalesce: under a stream of commits, copy at most once per
+    // coalesce_us, so the application's writer is not slowed by a copy (and
+    // two read-lock changes) after every single commit.
+    if (o_.coalesce_us > 0 && changed) {
+      int64_t since = mono_us() - last_advance_us_;
+      if (since < o_.coalesce_us) usleep(useconds_t(o_.coalesce_us - since));
+    }
     uint64_t before = emitted_;
     advance();
+    last_advance_us_ = mono_us();
     if (!slot0_ && checkpointer_waiting()) gap_repin();
     if (lost_) {
       log("continuity lost across a read-lock gap: resync");

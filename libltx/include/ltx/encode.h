@@ -1,6 +1,7 @@
 // encode.h - turn databases and WAL transactions into LTX files.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,12 @@ struct EncodeOptions {
   int64_t timestamp = 0;     // fixed timestamp (0: event time or now)
   std::string ack_path;      // acknowledgement file: undo records up to it are dropped
   Position adopt;            // txid != 0: a fresh state joins a replica at this position
+  // per_txn: when this says more input is ready right now, a committed
+  // transaction waits to share the next LTX file with the ones behind it
+  // (group commit under load, one file per transaction when idle), up to
+  // max_batch_frames frames in a file.
+  std::function<bool()> input_ready;
+  uint32_t max_batch_frames = 16384;
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.

@@ -47,6 +47,7 @@ class BufReader : public Reader {
   size_t read(void* buf, size_t n) override;
   // Peek up to n bytes without consuming; returns count available (< n at EOF).
   size_t peek(const uint8_t** p, size_t n);
+  size_t buffered() const { return end_ - pos_; }
 
  private:
   Reader& r_;

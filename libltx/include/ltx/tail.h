@@ -30,6 +30,7 @@ struct Options {
   int refresh_ms = 10;              // re-pin period while frames are not backfilled
   int poll_ms = 0;                  // > 0: poll at this period instead of inotify
   int busy_timeout_ms = 5000;
+  int coalesce_us = 1000;           // at most one copy per this many microseconds under load
   // Acknowledgement file (ltx::format_position, written by s3-put --ack):
   // frames past it are not yet safe downstream, so wal-tail keeps a read
   // transaction off slot 0 and the WAL cannot restart over them, up to
