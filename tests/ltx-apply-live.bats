@@ -175,7 +175,8 @@ PY
     else
       sleep "0.$((RANDOM % 5))$((RANDOM % 10))"
     fi
-    kill -9 "$pid"; wait "$pid" || true
+    kill -9 "$pid" 2>/dev/null || true  # it may already have finished the stream
+    wait "$pid" || true
     [ -e "$T/R.db" ] || continue
     consistent "$T/R.db"
   done
