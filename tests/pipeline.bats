@@ -7,10 +7,16 @@ load test_helper/common
 pipeline_start() {  # pipeline_start DB URL: wal-tail | ltx-encode | s3-put with acks, in its own group
   s3-put --sync-ack --ack "$T/ack" "$2"
   setsid bash -c 'wal-tail --ack "$3" "$1" | ltx-encode --state "$4" --ack "$3" | s3-put --ack "$3" "$2"' \
-    _ "$1" "$2" "$T/ack" "$T/st" > /dev/null 2>> "$T/pipeline.log" &
+    _ "$1" "$2" "$T/ack" "$T/st" > /dev/null 2>> "$T/pipeline.log" 3>&- &
   PIPE=$!
 }
 pipeline_stop() { kill -- "-$PIPE" 2>/dev/null; wait "$PIPE" 2>/dev/null || true; }
+
+teardown() {  # nothing outlives a failed test
+  [ -n "${PIPE:-}" ] && kill -9 -- "-$PIPE" 2>/dev/null
+  [ -n "${holder:-}" ] && kill "$holder" 2>/dev/null
+  true
+}
 
 wait_for_count() {  # wait_for_count URL N: until a restore has N rows in t
   for _ in $(seq 1 100); do
@@ -33,7 +39,7 @@ wait_for_count() {  # wait_for_count URL N: until a restore has N rows in t
 @test "pipeline: restore, then replication continues the restored TXID sequence" {
   url="file://$T/rep"
   sqlite3 "$T/a.db" "pragma journal_mode=wal; create table t(x);" > /dev/null
-  python3 -c "import sqlite3,time,sys; c=sqlite3.connect(sys.argv[1]); time.sleep(3600)" "$T/a.db" &
+  python3 -c "import sqlite3,time,sys; c=sqlite3.connect(sys.argv[1]); time.sleep(3600)" "$T/a.db" > /dev/null 2>&1 3>&- &
   holder=$!
   pipeline_start "$T/a.db" "$url"
   for i in $(seq 1 20); do sqlite3 "$T/a.db" "insert into t values ($i)"; done
@@ -80,7 +86,7 @@ wait_for_count() {  # wait_for_count URL N: until a restore has N rows in t
 @test "pipeline: an unacknowledged file is redone after a crash, never skipped or duplicated" {
   url="file://$T/rep"
   sqlite3 "$T/a.db" "pragma journal_mode=wal; create table t(x);" > /dev/null
-  python3 -c "import sqlite3,time,sys; c=sqlite3.connect(sys.argv[1]); time.sleep(3600)" "$T/a.db" &
+  python3 -c "import sqlite3,time,sys; c=sqlite3.connect(sys.argv[1]); time.sleep(3600)" "$T/a.db" > /dev/null 2>&1 3>&- &
   holder=$!
   pipeline_start "$T/a.db" "$url"
   sqlite3 "$T/a.db" "insert into t values (1)"
