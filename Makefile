@@ -31,7 +31,7 @@ MANPAGES := $(wildcard man/*.[1-8])
 all: $(TOOLS) $(BUILD)/bin/unit-tests
 
 help:
-	@echo "targets: all check install uninstall asan lint-man fuzz bench deps demo clean"
+	@echo "targets: all check install uninstall asan lint-man fuzz bench deps demo torture chaos live-soak clean"
 
 $(BUILD)/obj/libltx/%.o: libltx/src/%.cpp $(wildcard libltx/include/ltx/*.h)
 	@mkdir -p $(@D)
