@@ -127,6 +127,31 @@ uint64_t txid_at_time(Replica& r, const std::vector<ReplicaFile>& files, int64_t
 
 }  // namespace
 
+// BFS over TXID positions from `from`: via[pos] is the file that first
+// reached pos (fewest files; on ties the higher level wins), via[from] null.
+static std::map<uint64_t, const ReplicaFile*> reach_from(
+    const std::multimap<uint64_t, const ReplicaFile*>& by_min, uint64_t from) {
+  std::map<uint64_t, const ReplicaFile*> via;
+  std::deque<uint64_t> q{from};
+  via[from] = nullptr;
+  while (!q.empty()) {
+    uint64_t pos = q.front();
+    q.pop_front();
+    auto range = by_min.equal_range(pos + 1);
+    std::vector<const ReplicaFile*> next;
+    for (auto it = range.first; it != range.second; ++it) next.push_back(it->second);
+    std::sort(next.begin(), next.end(), [](const ReplicaFile* a, const ReplicaFile* b) {
+      return a->max_txid != b->max_txid ? a->max_txid > b->max_txid : a->level > b->level;
+    });
+    for (auto* f : next) {
+      if (via.count(f->max_txid)) continue;
+      via[f->max_txid] = f;
+      q.push_back(f->max_txid);
+    }
+  }
+  return via;
+}
+
 RestorePlan plan_restore(Replica& r, const std::vector<ReplicaFile>& files, const RestoreTarget& t) {
   if (files.empty()) fail_integrity("no replica files");
   uint64_t target = 0;
@@ -153,27 +178,8 @@ RestorePlan plan_restore(Replica& r, const std::vector<ReplicaFile>& files, cons
   uint64_t first_reach = 0;
   for (size_t si = 0; si < snaps.size(); si++) {
     const ReplicaFile* s = snaps[si];
-    // BFS over TXID positions: fewest files; on ties the higher level wins.
-    std::map<uint64_t, const ReplicaFile*> via;  // position -> file that reached it
-    std::deque<uint64_t> q{s->max_txid};
-    via[s->max_txid] = nullptr;
+    auto via = reach_from(by_min, s->max_txid);
     uint64_t reach = s->max_txid;
-    while (!q.empty() && !via.count(target)) {
-      uint64_t pos = q.front();
-      q.pop_front();
-      reach = std::max(reach, pos);
-      auto range = by_min.equal_range(pos + 1);
-      std::vector<const ReplicaFile*> next;
-      for (auto it = range.first; it != range.second; ++it) next.push_back(it->second);
-      std::sort(next.begin(), next.end(), [](const ReplicaFile* a, const ReplicaFile* b) {
-        return a->max_txid != b->max_txid ? a->max_txid > b->max_txid : a->level > b->level;
-      });
-      for (auto* f : next) {
-        if (via.count(f->max_txid)) continue;
-        via[f->max_txid] = f;
-        q.push_back(f->max_txid);
-      }
-    }
     if (via.count(target)) {
       RestorePlan plan;
       plan.txid = target;
@@ -194,24 +200,7 @@ std::vector<ReplicaFile> plan_bridge(const std::vector<ReplicaFile>& files, uint
   for (auto& f : files)
     if (f.level < kSnapshotLevel && f.min_txid > 1 && f.max_txid >= f.min_txid && f.max_txid > from)
       by_min.emplace(f.min_txid, &f);
-  std::map<uint64_t, const ReplicaFile*> via;  // position -> file that reached it first (fewest files)
-  std::deque<uint64_t> q{from};
-  via[from] = nullptr;
-  while (!q.empty()) {
-    uint64_t pos = q.front();
-    q.pop_front();
-    auto range = by_min.equal_range(pos + 1);
-    std::vector<const ReplicaFile*> next;
-    for (auto it = range.first; it != range.second; ++it) next.push_back(it->second);
-    std::sort(next.begin(), next.end(), [](const ReplicaFile* a, const ReplicaFile* b) {
-      return a->max_txid != b->max_txid ? a->max_txid > b->max_txid : a->level > b->level;
-    });
-    for (auto* f : next) {
-      if (via.count(f->max_txid)) continue;
-      via[f->max_txid] = f;
-      q.push_back(f->max_txid);
-    }
-  }
+  auto via = reach_from(by_min, from);
   std::vector<ReplicaFile> out;
   for (uint64_t pos = via.rbegin()->first; via[pos]; pos = via[pos]->min_txid - 1) out.push_back(*via[pos]);
   std::reverse(out.begin(), out.end());
