@@ -145,8 +145,12 @@ EOC
   file_cfg ""
   replicate "$T/cfg.yml"
   cp -r "$T/replica" "$T/r2"
-  # a segment past offset 0 of a WAL index the plan uses
-  seg=$(ls3-get -n "file://$T/r2" | awk '$1 == "wal" && $2 !~ /_00000000$/ {print $2; exit}')
+  # a segment past offset 0 of a WAL index the plan uses, with a later
+  # segment of the same index after it (a missing last segment looks like a
+  # WAL that was not written yet)
+  seg=$(ls3-get -n "file://$T/r2" | awk '$1 == "wal" { split($2, p, "_");
+      if (prev != "" && p[1] == previdx) { print prev; exit }
+      prev = ($2 !~ /_00000000$/) ? $2 : ""; previdx = p[1] }')
   [ -n "$seg" ]
   rm "$T"/r2/generations/*/wal/"$seg".wal.lz4
   run bash -c "ls3-get 'file://$T/r2' > /dev/null"
