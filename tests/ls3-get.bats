@@ -138,6 +138,43 @@ EOC
   same "$T/w.db" "$T/l.db"
 }
 
+@test "ls3-get: a snapshot torn by a concurrent checkpoint is completed by its WAL, as litestream restore does" {
+  # Litestream v0.3 copies the database under a read transaction, which does
+  # not stop another connection's checkpoint: page 1 can count pages the copy
+  # ended before. Craft one: the snapshot is the database cut two pages short,
+  # its WAL index holds a VACUUM that rewrote every page.
+  g="$T/torn/generations/0123456789abcdef"
+  mkdir -p "$g/snapshots" "$g/wal"
+  sqlite3 "$T/base.db" "pragma journal_mode=wal; create table t(id integer primary key, v blob);
+    insert into t(v) with recursive s(n) as (select 1 union all select n + 1 from s where n < 300)
+    select randomblob(700) from s; delete from t where id % 3 = 0;" >/dev/null
+  cp "$T/base.db" "$T/app.db"
+  pages=$(sqlite3 "$T/base.db" "pragma page_count")
+  head -c $(( (pages - 2) * 4096 )) "$T/base.db" | lz4 -q > "$g/snapshots/00000000.snapshot.lz4"
+  python3 - "$T/app.db" "$g/wal/00000000_00000000.wal" "$T/want.db" <<'PY'
+import shutil, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("pragma wal_autocheckpoint=0")
+db.execute("vacuum")
+shutil.copy(sys.argv[1] + "-wal", sys.argv[2])
+shutil.copy(sys.argv[1], sys.argv[3])
+shutil.copy(sys.argv[1] + "-wal", sys.argv[3] + "-wal")
+PY
+  lz4 -q --rm "$g/wal/00000000_00000000.wal" "$g/wal/00000000_00000000.wal.lz4"
+  sqlite3 "$T/want.db" "pragma wal_checkpoint(truncate)" >/dev/null
+  run bash -c "set -o pipefail; ls3-get -v 'file://$T/torn' 2>'$T/err' | ltx-apply '$T/w.db'"
+  assert_success
+  grep -q "torn by a concurrent checkpoint ($((pages - 2)) of $pages pages)" "$T/err"
+  same "$T/w.db" "$T/want.db"
+  "$LS" restore -o "$T/l.db" "file://$T/torn" 2>/dev/null
+  same "$T/w.db" "$T/l.db"
+  # without the WAL the short snapshot is refused
+  rm "$g/wal/00000000_00000000.wal.lz4"
+  run bash -c "ls3-get 'file://$T/torn' > /dev/null"
+  assert_failure 3
+  assert_output --partial "file is shorter"
+}
+
 @test "ls3-get: no replica, a missing WAL segment, a corrupt frame: exit 3" {
   run bash -c "ls3-get 'file://$T/none' > /dev/null"
   assert_failure 3

@@ -177,6 +177,24 @@ int stream_ls3(Store& s, const Ls3Plan& p, Writer& out, const std::string& tmpdi
     });
     fw.flush();
     if (lz.total() < 512) fail_integrity(p.snapshot.key + ": not a SQLite database (" + std::to_string(lz.total()) + " bytes)");
+    // Litestream v0.3 copies the database file under a read transaction,
+    // which does not stop another connection's checkpoint from writing it:
+    // page 1 may already count pages the copy ended before. Those pages are
+    // in the WAL index the snapshot starts, so `litestream restore` replays
+    // them over the short file; do the same by extending it with zero pages.
+    // Without WAL to replay, the short file stays an error.
+    if (!p.wal.empty() && p.wal.front().index == p.snapshot_index) {
+      uint8_t h[100];
+      if (pread_full(fd, h, 100, 0) == 100 && get32(h + 92) == get32(h + 24)) {
+        uint32_t ps = get16(h + 16) == 1 ? 65536 : get16(h + 16);
+        uint64_t want = uint64_t(get32(h + 28)) * ps;
+        if (valid_page_size(ps) && lz.total() % ps == 0 && want > lz.total()) {
+          if (::ftruncate(fd, off_t(want)) != 0) fail_errno("extend " + p.snapshot.key);
+          if (log) log(p.snapshot.key + ": torn by a concurrent checkpoint (" + std::to_string(lz.total() / ps) +
+                       " of " + std::to_string(want / ps) + " pages); the WAL completes it");
+        }
+      }
+    }
     with_context(p.snapshot.key, [&] {
       encode_db_snapshot(fd, p.snapshot.key, out, 1, p.snapshot.mtime_ms, &state, dir.path());
     });
