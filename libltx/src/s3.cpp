@@ -235,6 +235,15 @@ size_t on_read(char* p, size_t sz, size_t n, void* ud) {
   return k;
 }
 
+// curl rewinds the body when it resends a request on a new connection (a
+// reused one was closed under it); the body is in memory, so any offset works.
+int on_seek(void* ud, curl_off_t off, int origin) {
+  auto* x = static_cast<Xfer*>(ud);
+  if (origin != SEEK_SET || off < 0 || uint64_t(off) > x->body_len) return CURL_SEEKFUNC_FAIL;
+  x->body_pos = size_t(off);
+  return CURL_SEEKFUNC_OK;
+}
+
 struct TransportError {
   CURLcode code;
   std::string msg;
@@ -518,6 +527,7 @@ class S3Store : public Store {
       case CURLE_COULDNT_RESOLVE_HOST:
       case CURLE_OPERATION_TIMEDOUT:
       case CURLE_SEND_ERROR:
+      case CURLE_SEND_FAIL_REWIND:
       case CURLE_RECV_ERROR:
       case CURLE_GOT_NOTHING:
       case CURLE_PARTIAL_FILE:
@@ -662,11 +672,15 @@ class S3Store : public Store {
       curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
       curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
       curl_easy_setopt(h, CURLOPT_READDATA, &x);
+      curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+      curl_easy_setopt(h, CURLOPT_SEEKDATA, &x);
       curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, curl_off_t(r.body_len));
     } else if (r.method == "POST") {
       curl_easy_setopt(h, CURLOPT_POST, 1L);
       curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
       curl_easy_setopt(h, CURLOPT_READDATA, &x);
+      curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+      curl_easy_setopt(h, CURLOPT_SEEKDATA, &x);
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(r.body_len));
     } else if (r.method != "GET") {
       curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r.method.c_str());
