@@ -46,6 +46,21 @@ std::string read_file(const std::string& path, bool* exists) {
   return s;
 }
 
+// Replaces path by rename, without syncing: for a copy that may lag.
+void write_file_nosync(const std::string& path, const std::string& data) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail_errno("create " + tmp);
+  try {
+    write_all(fd, data.data(), data.size());
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail_errno("rename " + tmp);
+}
+
 void write_atomic(const std::string& path, const std::string& data) {
   AtomicFile f(path, 0644);
   write_all(f.fd(), data.data(), data.size());
@@ -104,16 +119,82 @@ PageState::PageState(const std::string& dir) : dir_(dir) {
   std::string pages = dir + "/pages";
   pages_fd_ = ::open(pages.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (pages_fd_ < 0) fail_errno("open " + pages);
-  replay_journal();
-  bool exists;
-  std::string text = read_file(dir + "/position", &exists);
-  if (exists && !parse_position(text, &pos_))
-    fail_integrity("state " + dir + "/position: unreadable");
+  for (int i = 0; i < 2; i++) {
+    std::string j = dir + "/journal." + std::to_string(i);
+    jfd_[i] = ::open(j.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (jfd_[i] < 0) fail_errno("open " + j);
+  }
+  if (!replay_journals()) {
+    // A state written before the two journals: a redo journal and a
+    // position file, both replaced atomically.
+    replay_journal();
+    bool exists;
+    std::string text = read_file(dir + "/position", &exists);
+    if (exists && !parse_position(text, &pos_))
+      fail_integrity("state " + dir + "/position: unreadable");
+  }
 }
 
 PageState::~PageState() {
   if (pages_fd_ >= 0) ::close(pages_fd_);
   if (undo_fd_ >= 0) ::close(undo_fd_);
+  for (int fd : jfd_)
+    if (fd >= 0) ::close(fd);
+}
+
+// journal.N record: "LTXJ" | seq u64 | position text length u32 | text |
+// n u64 | n * (pgno u32, ck u64) | xxh64 of everything before u64.
+// Commit k goes to journal.(k % 2), so the previous commit's record stays
+// intact while this one is written; the valid record with the highest
+// sequence is the state.
+namespace {
+bool parse_journal(const std::string& j, uint64_t* seq, Position* p,
+                   std::vector<std::pair<uint32_t, uint64_t>>* ch) {
+  auto* d = reinterpret_cast<const uint8_t*>(j.data());
+  if (j.size() < 4 + 8 + 4 || std::memcmp(d, "LTXJ", 4) != 0) return false;
+  uint32_t tl = get32(d + 12);
+  if (16 + uint64_t(tl) + 8 > j.size()) return false;
+  uint64_t n = get64(d + 16 + tl);
+  if (n > (j.size() / 12)) return false;
+  uint64_t len = 16 + uint64_t(tl) + 8 + n * 12;
+  if (len + 8 > j.size() || XXH64(d, len, 0) != get64(d + len)) return false;
+  if (!parse_position(j.substr(16, tl), p)) return false;
+  *seq = get64(d + 4);
+  ch->clear();
+  const uint8_t* q = d + 16 + tl + 8;
+  for (uint64_t i = 0; i < n; i++, q += 12) ch->emplace_back(get32(q), get64(q + 4));
+  return true;
+}
+
+std::string read_fd(int fd) {
+  std::string s;
+  char buf[1 << 16];
+  for (uint64_t off = 0;;) {
+    size_t n = pread_full(fd, buf, sizeof buf, off);
+    s.append(buf, n);
+    off += n;
+    if (n < sizeof buf) break;
+  }
+  return s;
+}
+}  // namespace
+
+bool PageState::replay_journals() {
+  uint64_t best = 0;
+  for (int fd : jfd_) {
+    uint64_t seq;
+    Position p;
+    std::vector<std::pair<uint32_t, uint64_t>> ch;
+    if (parse_journal(read_fd(fd), &seq, &p, &ch) && seq > best) {
+      best = seq;
+      pos_ = p;
+      // Pages of older records were synced before this one was written;
+      // this one's may not have reached the file: write them again.
+      write_pages(ch);
+    }
+  }
+  seq_ = best;
+  return best != 0;
 }
 
 uint64_t PageState::get(uint32_t pgno) const {
@@ -131,31 +212,45 @@ void PageState::write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& ch
   if (::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
 }
 
-// journal: position text length u32 | text | n u64 | n * (pgno u32, ck u64) | xxh64 u64
 void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, uint64_t>>& changes) {
   if (undo_fd_ >= 0) append_undo(p.txid, changes);
+  // The record about to be overwritten is the one before the previous
+  // commit; the previous commit's pages must be durable before only its
+  // own record is left to redo them.
+  if (pages_dirty_ && ::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
+  pages_dirty_ = false;
+  const uint64_t seq = seq_ + 1;
   std::string text = format_position(p);
-  if (!changes.empty()) {
-    std::string j;
-    uint8_t b[12];
-    put32(b, uint32_t(text.size()));
-    j.append(reinterpret_cast<char*>(b), 4);
-    j += text;
-    put64(b, changes.size());
-    j.append(reinterpret_cast<char*>(b), 8);
-    for (const auto& c : changes) {
-      put32(b, c.first);
-      put64(b + 4, c.second);
-      j.append(reinterpret_cast<char*>(b), 12);
-    }
-    put64(b, XXH64(j.data(), j.size(), 0));
-    j.append(reinterpret_cast<char*>(b), 8);
-    write_atomic(dir_ + "/journal", j);
-    write_pages(changes);
+  std::string j;
+  j.reserve(16 + text.size() + 8 + changes.size() * 12 + 8);
+  uint8_t b[12];
+  j.append("LTXJ", 4);
+  put64(b, seq);
+  j.append(reinterpret_cast<char*>(b), 8);
+  put32(b, uint32_t(text.size()));
+  j.append(reinterpret_cast<char*>(b), 4);
+  j += text;
+  put64(b, changes.size());
+  j.append(reinterpret_cast<char*>(b), 8);
+  for (const auto& c : changes) {
+    put32(b, c.first);
+    put64(b + 4, c.second);
+    j.append(reinterpret_cast<char*>(b), 12);
   }
-  write_atomic(dir_ + "/position", text);
-  if (!changes.empty() && ::unlink((dir_ + "/journal").c_str()) != 0) fail_errno("remove journal");
+  put64(b, XXH64(j.data(), j.size(), 0));
+  j.append(reinterpret_cast<char*>(b), 8);
+  const int fd = jfd_[seq % 2];
+  pwrite_all(fd, j.data(), j.size(), 0);
+  if (::fdatasync(fd) != 0) fail_errno("fsync " + dir_ + "/journal." + std::to_string(seq % 2));
+  for (const auto& c : changes) {
+    put64(b, c.second);
+    pwrite_all(pages_fd_, b, 8, uint64_t(c.first - 1) * 8);
+  }
+  pages_dirty_ = !changes.empty();
+  seq_ = seq;
   pos_ = p;
+  // For people and scripts: the journals are the state, this is a copy.
+  write_file_nosync(dir_ + "/position", text);
 }
 
 // ---- undo records ----
@@ -307,6 +402,7 @@ void PageState::replay_journal() {
   }
   // A torn journal was never followed by page writes: dropping it is safe.
   if (::unlink((dir_ + "/journal").c_str()) != 0) fail_errno("remove journal");
+  // Only the two journals from here on.
 }
 
 bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt) {

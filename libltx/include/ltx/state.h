@@ -1,13 +1,17 @@
 // state.h - the encoder's page state: position plus one checksum per page.
 //
 // A state directory holds
-//   position   text, replaced atomically: txid, checksum, page size, commit
-//              and the WAL cursor of the last LTX file emitted
+//   journal.0  redo records of the last two commits, alternating (commit k
+//   journal.1  in journal.(k % 2)): sequence, position (txid, checksum,
+//              page size, commit, WAL cursor of the last LTX file emitted)
+//              and the page checksums it changed, with an xxh64. The valid
+//              record with the highest sequence is the state; it is replayed
+//              on open. A commit costs two syncs: the previous commit's
+//              pages, then its own record.
 //   pages      8 bytes a page (u64be page checksum, 0 = absent), read and
 //              written with pread/pwrite, so memory stays flat for any size
-//   journal    redo record of one commit in flight; replayed on open, so a
-//              crash between the pages update and the position update
-//              cannot leave them disagreeing
+//   position   a copy of the position as text, for people and scripts;
+//              replaced without syncing (the journals are the authority)
 //   undo       (only with an acknowledgement file) one record per TXID not
 //              yet acknowledged downstream: the previous position and the
 //              old checksum of every page the TXID changed, so the state can
@@ -54,12 +58,16 @@ class PageState {
   uint64_t undo_bytes() const;
 
  private:
-  void replay_journal();
+  void replay_journal();   // the older layout: one journal and a position file
+  bool replay_journals();
   void append_undo(uint64_t txid, const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   void write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   std::string dir_;
   int pages_fd_ = -1;
   int undo_fd_ = -1;
+  int jfd_[2] = {-1, -1};
+  uint64_t seq_ = 0;          // sequence of the newest journal record
+  bool pages_dirty_ = false;  // pages written since the last sync
   Position pos_;
 };
 
