@@ -135,6 +135,31 @@ time.sleep(30)' &
   cmp app.db restored.db
 }
 
+@test "wal-tail keeps the WAL bounded under a writer that never pauses" {
+  # A reader always present keeps SQLite from restarting the WAL; wal-tail
+  # pauses writers for a moment to let it restart (without that: ~1 GB in 5 s).
+  wal-tail -v app.db 2> err | ltx-encode -s st > all.ltx &
+  TAIL_PID=$(pgrep -n -f "wal-tail -v app.db")
+  wait_for all.ltx 100
+  python3 - > walmax <<'PY'
+import os, sqlite3, time
+c = sqlite3.connect("app.db", isolation_level=None, timeout=10)
+c.execute("PRAGMA synchronous=NORMAL")
+end = time.time() + 3; n = 0; mx = 0
+while time.time() < end:
+    c.execute("INSERT INTO t(v) VALUES(randomblob(60))"); n += 1
+    if n % 500 == 0: mx = max(mx, os.path.getsize("app.db-wal"))
+print(n, mx)
+PY
+  read -r n walmax < walmax
+  echo "# $n commits in 3 s; largest WAL $walmax bytes; $(grep -c 'WAL restarted' err) restarts" >&3
+  kill "$TAIL_PID"; wait; TAIL_PID=
+  [ "$walmax" -lt $((64 << 20)) ]
+  ltx-apply restored.db < all.ltx
+  checkpoint_source
+  cmp app.db restored.db
+}
+
 @test "wal-tail --from resumes without a resync, and resyncs when the WAL moved on" {
   hold_open
   sql "PRAGMA wal_autocheckpoint=0" "INSERT INTO t(v) VALUES(randomblob(100))"

@@ -143,6 +143,15 @@ class Db {
     }
   }
   void end_read() { exec("COMMIT"); }
+  // BEGIN IMMEDIATE, waiting at most ms for the write lock; false when busy.
+  bool try_begin_immediate(int ms, int restore_ms) {
+    sqlite3_busy_timeout(db_, ms);
+    int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    sqlite3_busy_timeout(db_, restore_ms);
+    if (rc == SQLITE_OK) return true;
+    if ((rc & 0xff) == SQLITE_BUSY) return false;
+    fail_runtime(std::string("BEGIN IMMEDIATE: ") + sqlite3_errmsg(db_));
+  }
 
  private:
   sqlite3* db_ = nullptr;
@@ -170,6 +179,8 @@ class Tailer {
   void scan(int fd, const wal::WalHeader& h, uint32_t n, uint32_t* c1, uint32_t* c2,
             std::unordered_map<uint32_t, uint32_t>* latest);
   void checkpoint();
+  void force_restart();
+  bool begin_on(int next);
 
   const Options& o_;
   Writer& out_;
@@ -193,7 +204,7 @@ class Tailer {
   void gap_repin();
   bool gap_ = false, lost_ = false;
   bool unacked();
-  int64_t last_advance_us_ = 0;
+  int64_t last_advance_us_ = 0, last_force_us_ = 0;
   struct timespec ack_mtime_ {};
   ltx::Position ack_;
   bool have_ack_ = false, ack_overflow_ = false;
@@ -450,16 +461,21 @@ void Tailer::gap_repin() {
   slot0_ = false;
 }
 
-// Begin the next read transaction, copy, then release the previous one.
-void Tailer::advance() {
-  int next = cur_ < 0 ? 0 : 1 - cur_;
+// Begin a read transaction on r_[next]; true when it landed on slot 0.
+// SQLite puts a reader on slot 0 exactly when mxFrame == nBackfill as it
+// begins; both are monotonic within a generation, so equal brackets prove it.
+bool Tailer::begin_on(int next) {
   Shm a = read_shm();
   r_[next]->begin_read();
   Shm b = read_shm();
-  // SQLite puts a reader on slot 0 exactly when mxFrame == nBackfill as it
-  // begins; both are monotonic within a generation, so equal brackets prove it.
-  slot0_ = a.salt1 == b.salt1 && a.salt2 == b.salt2 && a.mx_frame == b.mx_frame &&
-           a.n_backfill == b.n_backfill && a.mx_frame == a.n_backfill;
+  return a.salt1 == b.salt1 && a.salt2 == b.salt2 && a.mx_frame == b.mx_frame &&
+         a.n_backfill == b.n_backfill && a.mx_frame == a.n_backfill;
+}
+
+// Begin the next read transaction, copy, then release the previous one.
+void Tailer::advance() {
+  int next = cur_ < 0 ? 0 : 1 - cur_;
+  slot0_ = begin_on(next);
   try {
     copy();
   } catch (...) {
@@ -483,6 +499,47 @@ void Tailer::checkpoint() {
   if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
     fail_runtime(std::string("checkpoint: ") + sqlite3_errmsg(ck_->get()));
   log("checkpoint: " + std::to_string(nckpt) + " of " + std::to_string(nlog) + " frames");
+}
+
+// A writer that never pauses leaves the WAL never fully backfilled when we
+// begin a read: we never land on slot 0, the WAL never restarts and grows
+// without bound, and the application's autocheckpoint then runs (and syncs)
+// after every commit. Make the pause: take the write lock for a moment (only
+// if it is free within a few milliseconds), copy the frames committed since
+// the last copy, let go of our read lock, checkpoint everything, and begin
+// again on slot 0. The next writer restarts the WAL; slot 0 keeps any
+// checkpoint of the new generation away from the database file until we
+// have copied it, as when we land there by ourselves.
+void Tailer::force_restart() {
+  if (!ck_->try_begin_immediate(5, o_.busy_timeout_ms)) return;
+  struct Rollback {
+    Db* db;
+    ~Rollback() { sqlite3_exec(db->get(), "ROLLBACK", nullptr, nullptr, nullptr); }
+  } rb{ck_.get()};
+  // Writers wait on us now: give up rather than copy a backlog of more than
+  // 8 MB of 4 KiB pages (the output may be slow to drain).
+  if (read_shm().mx_frame - pos_.frames > 2048) return;
+  advance();
+  if (slot0_) return;
+  // Our own read mark pins the last frames: release it, backfill them
+  // (nothing can be appended while we hold the write lock), begin on slot 0.
+  const int other = 1 - cur_;
+  r_[cur_]->end_read();
+  cur_ = -1;
+  // The application's autocheckpoint may hold the checkpoint lock (a
+  // PASSIVE checkpoint does not wait): retry for a few milliseconds.
+  int nlog = 0, nckpt = 0, rc;
+  const int64_t t0 = mono_us();
+  while ((rc = sqlite3_wal_checkpoint_v2(r_[other]->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt)) ==
+             SQLITE_BUSY &&
+         mono_us() - t0 < 5000)
+    usleep(200);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+    fail_runtime(std::string("checkpoint: ") + sqlite3_errmsg(r_[other]->get()));
+  slot0_ = begin_on(other);
+  cur_ = other;
+  log("restart: " + std::to_string(nckpt) + " of " + std::to_string(nlog) + " frames backfilled" +
+      (slot0_ ? "; the next writer restarts the WAL" : " (another reader holds older frames)"));
 }
 
 // One consistent full-page transaction of the database. The snapshot is
@@ -718,6 +775,15 @@ void Tailer::run() {
       checkpoint();
       advance();  // re-pin past the checkpoint (slot 0 when all is backfilled)
       last_change = now;
+      s = read_shm();
+    }
+    // The WAL is past the threshold and we hold it (not on slot 0): the
+    // application's checkpoints may keep it backfilled, but only a pause
+    // lets it restart. At most one attempt per 5 ms.
+    if (o_.checkpoint_pages && !slot0_ && s.mx_frame >= o_.checkpoint_pages &&
+        mono_us() - last_force_us_ >= 5000 && !unacked()) {
+      last_force_us_ = mono_us();
+      force_restart();
     }
   }
   advance();  // stopping: write out everything committed so far
