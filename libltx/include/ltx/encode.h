@@ -61,7 +61,13 @@ class TxnEncoder {
     uint32_t pgno;
     uint32_t slot;
   };
-  void adopt(const std::vector<Entry>& pages, uint32_t commit);
+  struct PageRange {
+    const Entry *b, *e;
+    const Entry* begin() const { return b; }
+    const Entry* end() const { return e; }
+    bool empty() const { return b == e; }
+  };
+  void adopt(PageRange pages, uint32_t commit);
   Writer& out_;
   PageState* state_;
   EncodeOptions opt_;
