@@ -2,6 +2,7 @@
 #include "ltx/watch.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -193,6 +194,14 @@ void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack
       EncodeOptions eo;
       eo.per_txn = true;
       eo.ack_path = ack;
+      // Group commit, as ltx-encode does: while more input is already
+      // waiting, transactions share a file.
+      const int infd = in.fd;
+      eo.input_ready = [&br, infd]() {
+        if (br.buffered() > 0) return true;
+        pollfd p{infd, POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+      };
       TxnEncoder enc(tap, state.get(), eo, d.cfg.state_dir);
       enc.run(events);
       tap.flush();
