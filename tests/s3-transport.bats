@@ -116,6 +116,22 @@ no_uploads_left() {
   no_uploads_left
 }
 
+@test "transport: an LTX file larger than a part goes up in parts read from its spool file, through faults" {
+  url=$(s3_url spoolmp)
+  sqlite3 "$T/src.db" "CREATE TABLE t(b BLOB); INSERT INTO t SELECT randomblob(1000) FROM generate_series(1, 20000);"
+  ltx-encode --db "$T/src.db" > "$T/big.ltx"
+  [ "$(stat -c %s "$T/big.ltx")" -gt $((15 << 20)) ]
+  start_proxy --faults "PUT:reset,POST:500,PUT:stall"
+  run /usr/bin/time -f "%M" s3-put --timeout 2 --part-size 5M --endpoint "$PROXY" "$url" < "$T/big.ltx"
+  assert_success
+  echo "s3-put peak RSS, 20 MB LTX file in 5 MiB parts: ${lines[-1]} kB" >&3
+  [ "$(proxy_count '^PUT .*partNumber=')" -ge 4 ]
+  run bash -c "set -o pipefail; s3-get '$url' | ltx-apply '$T/r.db'"
+  assert_success
+  [ "$(sqlite3 "$T/r.db" .sha3sum)" = "$(sqlite3 "$T/src.db" .sha3sum)" ]
+  no_uploads_left
+}
+
 @test "transport: GET resumes after resets and stalls without duplicating bytes" {
   url=$(s3_url getf)
   head -c $((3 << 20)) /dev/urandom > "$T/o"

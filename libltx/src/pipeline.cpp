@@ -65,8 +65,13 @@ int upload_stream(Reader& src, Store& store, const Location& loc, const UploadOp
     std::string key = rep.key(o.level, h.min_txid, h.max_txid);
     bool stored = false;
     if (guard.check(h, t) == ChainGuard::Action::Upload) {
-      auto body = spool.reader();
-      store.put(key, *body, {{"litestream-timestamp", format_timestamp(h.timestamp)}});
+      Metadata meta{{"litestream-timestamp", format_timestamp(h.timestamp)}};
+      if (spool.fd() >= 0) {
+        store.put_file(key, spool.fd(), spool.size(), meta);  // no part in memory
+      } else {
+        auto body = spool.reader();
+        store.put(key, *body, meta);
+      }
       guard.uploaded(h, t, spool.size());
       stored = true;
     }

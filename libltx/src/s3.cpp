@@ -10,11 +10,13 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "ltx/error.h"
+#include "ltx/io.h"
 #include "ltx/store.h"
 
 namespace ltx {
@@ -134,6 +136,8 @@ struct Request {
   Headers headers;    // signed (x-amz-*, range, content-md5)
   const uint8_t* body = nullptr;
   size_t body_len = 0;
+  int body_fd = -1;              // else: the body is bytes [body_off, +body_len) of this file
+  uint64_t body_off = 0;
   Writer* sink = nullptr;        // 2xx body goes here (GET), else into Response::body
   uint64_t range_start = 0;      // for sink GETs: first byte wanted
   int64_t range_len = -1;        // -1: to the end
@@ -158,6 +162,8 @@ struct Xfer {
   std::exception_ptr sink_err;
   const uint8_t* body;
   size_t body_len, body_pos = 0;
+  int body_fd = -1;
+  uint64_t body_off = 0;
   long stall_s = 30;        // abort when no byte moves for this long
   curl_off_t last_bytes = -1;
   std::chrono::steady_clock::time_point last_move;
@@ -230,7 +236,15 @@ size_t on_write(char* p, size_t sz, size_t n, void* ud) {
 size_t on_read(char* p, size_t sz, size_t n, void* ud) {
   auto* x = static_cast<Xfer*>(ud);
   size_t k = std::min(sz * n, x->body_len - x->body_pos);
-  if (k) std::memcpy(p, x->body + x->body_pos, k);
+  if (x->body_fd >= 0) {
+    try {
+      k = k ? pread_full(x->body_fd, p, k, x->body_off + x->body_pos) : 0;
+    } catch (...) {
+      return CURL_READFUNC_ABORT;
+    }
+  } else if (k) {
+    std::memcpy(p, x->body + x->body_pos, k);
+  }
   x->body_pos += k;
   return k;
 }
@@ -308,6 +322,29 @@ class S3Store : public Store {
         return;
       }
       multipart(key, body, meta, buf, n);
+    });
+  }
+
+  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
+    with_context("put " + key, [&] {
+      if (size <= cfg_.part_size) {
+        Request r;
+        r.method = "PUT";
+        r.key = key;
+        add_meta(r, meta);
+        r.body_fd = fd;
+        r.body_len = size;
+        request(r);
+        return;
+      }
+      multipart_parts(key, meta, [&](int num, Request& pr) {
+        uint64_t off = uint64_t(num - 1) * cfg_.part_size;
+        if (off >= size) return false;
+        pr.body_fd = fd;
+        pr.body_off = off;
+        pr.body_len = size_t(std::min<uint64_t>(cfg_.part_size, size - off));
+        return true;
+      });
     });
   }
 
@@ -427,8 +464,30 @@ class S3Store : public Store {
     for (auto& m : meta) r.headers.emplace_back("x-amz-meta-" + lower(m.first), m.second);
   }
 
+  // buf holds the first n bytes of body (more than one part).
   void multipart(const std::string& key, Reader& body, const Metadata& meta,
                  std::vector<uint8_t>& buf, size_t n) {
+    size_t len = 0;
+    multipart_parts(key, meta, [&](int num, Request& pr) {
+      if (num > 1) {
+        // The part sent was the first len bytes; the one extra byte read
+        // (if any) starts the next part.
+        if (n <= len) return false;
+        std::memmove(buf.data(), buf.data() + len, n - len);
+        n -= len;
+        n += read_full(body, buf.data() + n, buf.size() - n);
+      }
+      len = std::min<size_t>(n, cfg_.part_size);
+      pr.body = buf.data();
+      pr.body_len = len;
+      return true;
+    });
+  }
+
+  // A multipart upload whose part num gets its body from next(num, part);
+  // next returns false when there is no part num. Aborted on failure.
+  void multipart_parts(const std::string& key, const Metadata& meta,
+                       const std::function<bool(int, Request&)>& next) {
     Request init;
     init.method = "POST";
     init.key = key;
@@ -443,26 +502,18 @@ class S3Store : public Store {
       std::string parts;
       uint64_t total = 0;
       for (int num = 1;; num++) {
-        // buf holds n bytes; the part is the first min(n, part_size), the
-        // one extra byte (if read) starts the next part.
-        size_t len = std::min<size_t>(n, cfg_.part_size);
-        if (num > 10000) fail_runtime("more than 10000 parts: raise the part size");
         Request pr;
         pr.method = "PUT";
         pr.key = key;
         pr.query = {{"partNumber", std::to_string(num)}, {"uploadId", upload_id}};
-        pr.body = buf.data();
-        pr.body_len = len;
+        if (!next(num, pr)) break;
+        if (num > 10000) fail_runtime("more than 10000 parts: raise the part size");
         Response resp = with_context("part " + std::to_string(num), [&] { return request(pr); });
         std::string etag = resp.headers["etag"];
         if (etag.empty()) fail_runtime("part " + std::to_string(num) + ": no ETag in the response");
         parts += "<Part><PartNumber>" + std::to_string(num) + "</PartNumber><ETag>" + xml_escape(etag) +
                  "</ETag></Part>";
-        total += len;
-        if (n <= len) break;
-        std::memmove(buf.data(), buf.data() + len, n - len);
-        n = n - len;
-        n += read_full(body, buf.data() + n, buf.size() - n);
+        total += pr.body_len;
       }
       std::string xml = "<CompleteMultipartUpload>" + parts + "</CompleteMultipartUpload>";
       Request cr;
@@ -634,7 +685,8 @@ class S3Store : public Store {
     sr.path = path;
     sr.query = r.query;
     sr.headers = r.headers;
-    sr.payload_hash = sha256_hex(r.body ? r.body : reinterpret_cast<const uint8_t*>(""), r.body_len);
+    sr.payload_hash = r.body_fd >= 0 ? sha256_hex_fd(r.body_fd, r.body_off, r.body_len)
+                                     : sha256_hex(r.body ? r.body : reinterpret_cast<const uint8_t*>(""), r.body_len);
     Headers send = sigv4_sign(sr, date, cfg_.region, cfg_.access_key, cfg_.secret_key, cfg_.session_token);
 
     struct curl_slist* hl = nullptr;
@@ -647,6 +699,8 @@ class S3Store : public Store {
     Xfer x{h, &resp, r.sink};
     x.body = r.body;
     x.body_len = r.body_len;
+    x.body_fd = r.body_fd;
+    x.body_off = r.body_off;
     x.want_start = want_start;
     x.stall_s = cfg_.low_speed_time_s;
     x.last_move = std::chrono::steady_clock::now();

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <memory>
+#include <vector>
 
 #include "ltx/error.h"
+#include "ltx/io.h"
 #include "ltx/store.h"
 
 namespace ltx {
@@ -24,6 +27,22 @@ std::string sha256_hex(const void* p, size_t n) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (!EVP_Digest(p, n, md, &len, EVP_sha256(), nullptr)) fail_runtime("sha256 failed");
+  return to_hex(md, len);
+}
+
+std::string sha256_hex_fd(int fd, uint64_t off, uint64_t n) {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || !EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr)) fail_runtime("sha256 failed");
+  std::vector<uint8_t> buf(64 * 1024);
+  for (uint64_t done = 0; done < n;) {
+    size_t k = pread_full(fd, buf.data(), size_t(std::min<uint64_t>(buf.size(), n - done)), off + done);
+    if (k == 0) fail_runtime("sha256: file shorter than expected");
+    if (!EVP_DigestUpdate(ctx.get(), buf.data(), k)) fail_runtime("sha256 failed");
+    done += k;
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!EVP_DigestFinal_ex(ctx.get(), md, &len)) fail_runtime("sha256 failed");
   return to_hex(md, len);
 }
 

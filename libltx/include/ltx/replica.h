@@ -161,6 +161,8 @@ class Spool : public Writer {
   ~Spool() override;
   void write(const void* p, size_t n) override;
   uint64_t size() const { return size_; }
+  // The file holding everything written, or -1 while it is all in memory.
+  int fd() const { return fd_; }
   void clear();
   // A fresh reader over everything written so far.
   std::unique_ptr<Reader> reader();

@@ -38,6 +38,9 @@ class Store {
   // temp + fsync + rename. A metadata "litestream-timestamp" (RFC 3339) also
   // sets the file store's mtime.
   virtual void put(const std::string& key, Reader& body, const Metadata& meta = {}) = 0;
+  // The same for bytes [0, size) of an open file: S3 reads each request's
+  // body from the file (hash pass, then send), so no part is held in memory.
+  virtual void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta = {});
   // Streams bytes [offset, offset+length) (length < 0: to the end) to out.
   // A retried transfer resumes at the byte count already delivered: out
   // never receives a byte twice. Returns the bytes written.
@@ -93,6 +96,8 @@ std::unique_ptr<Store> open_store(const Location& loc, const S3Config& cfg);
 
 // ---- SigV4 (sigv4.cpp), exposed for unit tests ----
 std::string sha256_hex(const void* p, size_t n);
+// SHA-256 of bytes [off, off+n) of fd, read in 64 KiB chunks.
+std::string sha256_hex_fd(int fd, uint64_t off, uint64_t n);
 std::string hmac_sha256(const std::string& key, const std::string& msg);
 // RFC 3986 unreserved kept; everything else %XX (uppercase). keep_slash for paths.
 std::string uri_encode(const std::string& s, bool keep_slash);
