@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <sstream>
 
 #include "ltx/bytes.h"
@@ -220,9 +221,26 @@ void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, 
   if (pages_dirty_ && ::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
   pages_dirty_ = false;
   const uint64_t seq = seq_ + 1;
+  const int fd = jfd_[seq % 2];
   std::string text = format_position(p);
+  // Written in 64 KiB pieces with a running hash: a 1 GB resync changes
+  // 262,144 pages, and the record need not be in memory twice.
+  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> h(XXH64_createState(), XXH64_freeState);
+  if (!h || XXH64_reset(h.get(), 0) != XXH_OK) fail_runtime("xxh64: out of memory");
   std::string j;
-  j.reserve(16 + text.size() + 8 + changes.size() * 12 + 8);
+  uint64_t at = 0;
+  auto flush = [&](bool last) {
+    if (j.size() < (64u << 10) && !last) return;
+    XXH64_update(h.get(), j.data(), j.size());
+    if (last) {
+      uint8_t d[8];
+      put64(d, XXH64_digest(h.get()));
+      j.append(reinterpret_cast<char*>(d), 8);
+    }
+    pwrite_all(fd, j.data(), j.size(), at);
+    at += j.size();
+    j.clear();
+  };
   uint8_t b[12];
   j.append("LTXJ", 4);
   put64(b, seq);
@@ -236,11 +254,9 @@ void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, 
     put32(b, c.first);
     put64(b + 4, c.second);
     j.append(reinterpret_cast<char*>(b), 12);
+    flush(false);
   }
-  put64(b, XXH64(j.data(), j.size(), 0));
-  j.append(reinterpret_cast<char*>(b), 8);
-  const int fd = jfd_[seq % 2];
-  pwrite_all(fd, j.data(), j.size(), 0);
+  flush(true);
   if (::fdatasync(fd) != 0) fail_errno("fsync " + dir_ + "/journal." + std::to_string(seq % 2));
   for (const auto& c : changes) {
     put64(b, c.second);
