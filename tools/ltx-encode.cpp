@@ -114,10 +114,10 @@ int main(int argc, char** argv) {
     opt.ack_path = ack;
     // Group commit: while more input is already waiting, transactions share
     // a file; an idle stream still gets one file per transaction at once.
-    opt.input_ready = [&in]() {
+    opt.input_ready = [&in](int wait_ms) {
       if (in.buffered() > 0) return true;
       pollfd p{0, POLLIN, 0};
-      return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+      return ::poll(&p, 1, wait_ms) > 0 && (p.revents & POLLIN);
     };
     opt.adopt = adopt;
     ltx::TxnEncoder enc(out, state.get(), opt, tmpdir);

@@ -13,6 +13,11 @@
 
 namespace ltx {
 
+static int64_t mono_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
 int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -217,9 +222,18 @@ void TxnEncoder::on_frame(const wal::Event& e) {
   if (e.commit != 0) {
     committed_ = entries_.size();
     commit_ = e.commit;
-    if (opt_.per_txn &&
-        !(opt_.input_ready && committed_ < opt_.max_batch_frames && opt_.input_ready()))
-      flush_batch();
+    if (opt_.per_txn) {
+      bool more = false;
+      batch_txns_++;
+      if (opt_.input_ready && committed_ < opt_.max_batch_frames) {
+        // Wait for company only under load: the last file held several
+        // transactions and went out less than min_interval_ms ago.
+        int64_t since = mono_ms() - last_emit_ms_;
+        bool loaded = last_batch_txns_ > 1 && since < opt_.min_interval_ms;
+        more = opt_.input_ready(loaded ? int(opt_.min_interval_ms - since) : 0);
+      }
+      if (!more) flush_batch();
+    }
   }
 }
 
@@ -367,6 +381,9 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   }
   out_.flush();
   files_++;
+  last_emit_ms_ = mono_ms();
+  last_batch_txns_ = batch_txns_;
+  batch_txns_ = 0;
   if (state_ && !opt_.ack_path.empty() && state_->undo_bytes() > (4u << 20)) {
     Position acked;
     if (read_position_file(opt_.ack_path, &acked)) state_->trim_undo(acked.txid);

@@ -197,10 +197,10 @@ void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack
       // Group commit, as ltx-encode does: while more input is already
       // waiting, transactions share a file.
       const int infd = in.fd;
-      eo.input_ready = [&br, infd]() {
+      eo.input_ready = [&br, infd](int wait_ms) {
         if (br.buffered() > 0) return true;
         pollfd p{infd, POLLIN, 0};
-        return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+        return ::poll(&p, 1, wait_ms) > 0 && (p.revents & POLLIN);
       };
       TxnEncoder enc(tap, state.get(), eo, d.cfg.state_dir);
       enc.run(events);

@@ -34,12 +34,17 @@ struct EncodeOptions {
   int64_t timestamp = 0;     // fixed timestamp (0: event time or now)
   std::string ack_path;      // acknowledgement file: undo records up to it are dropped
   Position adopt;            // txid != 0: a fresh state joins a replica at this position
-  // per_txn: when this says more input is ready right now, a committed
-  // transaction waits to share the next LTX file with the ones behind it
-  // (group commit under load, one file per transaction when idle), up to
-  // max_batch_frames frames in a file.
-  std::function<bool()> input_ready;
+  // per_txn: when this says more input is ready within wait_ms (0: right
+  // now), a committed transaction waits to share the next LTX file with the
+  // ones behind it (group commit under load, one file per transaction when
+  // idle), up to max_batch_frames frames in a file.
+  std::function<bool(int wait_ms)> input_ready;
   uint32_t max_batch_frames = 16384;
+  // Under load (the last file held several transactions), files at most
+  // this often: a commit that follows the last file sooner waits out the
+  // rest of the interval for company. Each file costs two syncs of the
+  // state; a lone transaction after a quiet spell goes out at once.
+  int min_interval_ms = 5;
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.
@@ -75,6 +80,8 @@ class TxnEncoder {
   std::string tmpdir_;
   uint32_t page_size_ = 0;
   uint32_t slots_ = 0;
+  int64_t last_emit_ms_ = 0;
+  uint32_t batch_txns_ = 0, last_batch_txns_ = 0;  // transactions in this / the last file
   std::vector<Entry> entries_;
   size_t committed_ = 0;        // entries_[0..committed_) belong to committed txns
   uint32_t commit_ = 0;         // db size after the last committed txn in the batch
