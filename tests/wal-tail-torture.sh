@@ -45,7 +45,7 @@ python3 "$HERE/wal-tail-writer.py" src.db "$N" "$SEED" lat-src &
 writer=$!
 kills=0
 while [ "$kills" -lt "$KILLS" ] && kill -0 "$writer" 2>/dev/null; do
-  sleep "$((RANDOM % 2)).$((RANDOM % 9 + 1))"
+  sleep "0.$((RANDOM % 5))$((RANDOM % 9 + 1))"
   kill -0 "$writer" 2>/dev/null || break
   stop_pipe KILL
   kills=$((kills + 1))

@@ -230,4 +230,5 @@ PY
   echo "$output" | sed 's/^/# /' >&3
   assert_success
   assert_output --partial "restore identical"
+  refute_output --partial "kills 0"
 }

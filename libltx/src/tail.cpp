@@ -777,10 +777,13 @@ void Tailer::run() {
       last_change = now;
       s = read_shm();
     }
-    // The WAL is past the threshold and we hold it (not on slot 0): the
-    // application's checkpoints may keep it backfilled, but only a pause
-    // lets it restart. At most one attempt per 5 ms.
-    if (o_.checkpoint_pages && !slot0_ && s.mx_frame >= o_.checkpoint_pages &&
+    // The WAL is past half the threshold and we hold it (not on slot 0):
+    // checkpoints may keep it backfilled, but only a pause lets it restart.
+    // Half, so that the application's own autocheckpoint (SQLite's default
+    // is 1000 pages, like ours) seldom starts: past its threshold it runs,
+    // and syncs, after every commit while we hold the WAL. At most one
+    // attempt per 5 ms.
+    if (o_.checkpoint_pages && !slot0_ && s.mx_frame >= o_.checkpoint_pages / 2 &&
         mono_us() - last_force_us_ >= 5000 && !unacked()) {
       last_force_us_ = mono_us();
       force_restart();
