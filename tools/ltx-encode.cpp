@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
       return cli::kUsage;
     }
     ltx::FdReader fr(0);
-    ltx::BufReader in(fr, 1 << 20);
+    ltx::BufReader in(fr, 256 << 10);
     const uint8_t* peek;
     if (in.peek(&peek, 1) == 0) ltx::fail_integrity("empty input: expected a -wal file or a WAL stream");
     ltx::wal::EventReader events(in);

@@ -394,7 +394,7 @@ void Tailer::copy() {
     pos_emitted_ = true;
   }
   const size_t fs = kFrameHeaderSize + ps_;
-  const uint32_t chunk = uint32_t(std::max<size_t>(1, (1u << 20) / fs));
+  const uint32_t chunk = uint32_t(std::max<size_t>(1, (256u << 10) / fs));
   int64_t ts = now_ms();
   while (pos_.frames < s.mx_frame) {
     uint32_t first = pos_.frames + 1;

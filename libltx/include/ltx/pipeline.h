@@ -26,7 +26,7 @@ struct UploadOptions {
   int level = 0;                // replica level 0-9 (9: snapshots only)
   std::string ack;              // level 0: position file written after each stored file
   std::string tmpdir = "/tmp";  // where a file larger than spool_mem is spooled
-  size_t spool_mem = 1u << 20;  // bytes of one LTX file kept in memory before spooling
+  size_t spool_mem = 256u << 10;  // bytes of one LTX file kept in memory before spooling
   size_t read_buf = 64 * 1024;  // input buffer
   bool allow_empty = false;     // an empty stream is not an error
   // After each file: stored (false: already on the remote, skipped), its
