@@ -59,7 +59,7 @@ SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, ui
   const uint32_t lock = lock_pgno(ps);
   const size_t chunk = std::max<size_t>(1, (256u << 10) / ps);
   std::vector<uint8_t> buf(chunk * ps);
-  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  Changes changes(state ? state->dir() : spool_dir);
   uint64_t ck = kChecksumFlag;
   for (uint64_t first = 1; first <= npages; first += chunk) {
     size_t k = size_t(std::min<uint64_t>(chunk, npages - first + 1));
@@ -72,7 +72,7 @@ SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, ui
       uint64_t pc = page_checksum(pgno, p, ps);
       ck = fold(ck, pc);
       enc.page(pgno, p);
-      if (state && state->get(pgno) != pc) changes.emplace_back(pgno, pc);
+      if (state && state->get(pgno) != pc) changes.add(pgno, pc);
     }
   }
   SnapshotResult r;
@@ -81,7 +81,7 @@ SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, ui
   w.flush();
   if (state) {
     for (uint32_t p = npages + 1; p <= state->position().commit; p++)
-      if (p != lock) changes.emplace_back(p, 0);
+      if (p != lock) changes.add(p, 0);
     Position pos;
     pos.txid = txid;
     pos.checksum = ck;
@@ -167,14 +167,14 @@ int TxnEncoder::run(wal::EventReader& r) {
 void TxnEncoder::adopt(PageRange pages, uint32_t commit) {
   const uint32_t ps = page_size_;
   std::vector<uint8_t> page(ps);
-  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  Changes changes(state_->dir());
   uint64_t ck = kChecksumFlag;
   for (const Entry& en : pages) {
     if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
       fail_runtime("spool file: short read");
     uint64_t pc = page_checksum(en.pgno, page.data(), ps);
     ck = fold(ck, pc);
-    changes.emplace_back(en.pgno, pc);
+    changes.add(en.pgno, pc);
   }
   if (ck != opt_.adopt.checksum || (opt_.adopt.page_size && opt_.adopt.page_size != ps))
     fail_integrity("the database (checksum " + hex16(ck) + ") is not the replica's TXID " +
@@ -315,7 +315,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   if (checksummed && !h.snapshot()) h.pre_apply = prev.checksum;
   if (h.snapshot()) h.pre_apply = 0;
 
-  std::vector<std::pair<uint32_t, uint64_t>> changes;
+  Changes changes(state_ ? state_->dir() : tmpdir_);
   std::vector<uint8_t> page(ps), zero(ps, 0);
   uint64_t ck = h.snapshot() ? kChecksumFlag : prev.checksum;
   const uint32_t old_n = h.snapshot() ? 0 : prev.commit;
@@ -324,7 +324,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     uint64_t old = (pgno <= old_n && have_state) ? state_->get(pgno) : 0;
     if (old) ck = kChecksumFlag | (ck ^ old);
     if (pc) ck = fold(ck, pc);
-    if (state_) changes.emplace_back(pgno, pc);
+    if (state_) changes.add(pgno, pc);
   };
   auto fill_zero_upto = [&](uint32_t last) {
     for (; next_fill <= last; next_fill++)

@@ -213,7 +213,48 @@ void PageState::write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& ch
   if (::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
 }
 
+Changes::~Changes() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Changes::add(uint32_t pgno, uint64_t ck) {
+  mem_.emplace_back(pgno, ck);
+  if (mem_.size() < kChunk) return;
+  if (fd_ < 0) {
+    fd_ = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd_ < 0) fail_errno("create temp file in " + dir_);
+  }
+  std::string b(mem_.size() * 12, '\0');
+  auto* q = reinterpret_cast<uint8_t*>(&b[0]);
+  for (const auto& c : mem_) {
+    put32(q, c.first);
+    put64(q + 4, c.second);
+    q += 12;
+  }
+  pwrite_all(fd_, b.data(), b.size(), spilled_ * 12);
+  spilled_ += mem_.size();
+  mem_.clear();
+}
+
+void Changes::for_each(const std::function<void(uint32_t, uint64_t)>& fn) const {
+  std::string b(kChunk * 12, '\0');
+  for (uint64_t at = 0; at < spilled_;) {
+    size_t k = size_t(std::min<uint64_t>(kChunk, spilled_ - at));
+    if (pread_full(fd_, &b[0], k * 12, at * 12) != k * 12) fail_runtime("changes spool: short read");
+    auto* q = reinterpret_cast<const uint8_t*>(b.data());
+    for (size_t i = 0; i < k; i++, q += 12) fn(get32(q), get64(q + 4));
+    at += k;
+  }
+  for (const auto& c : mem_) fn(c.first, c.second);
+}
+
 void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, uint64_t>>& changes) {
+  Changes c(dir_);
+  for (const auto& e : changes) c.add(e.first, e.second);
+  commit(p, c);
+}
+
+void PageState::commit(const Position& p, const Changes& changes) {
   if (undo_fd_ >= 0) append_undo(p.txid, changes);
   // The record about to be overwritten is the one before the previous
   // commit; the previous commit's pages must be durable before only its
@@ -250,18 +291,18 @@ void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, 
   j += text;
   put64(b, changes.size());
   j.append(reinterpret_cast<char*>(b), 8);
-  for (const auto& c : changes) {
-    put32(b, c.first);
-    put64(b + 4, c.second);
+  changes.for_each([&](uint32_t pgno, uint64_t ck) {
+    put32(b, pgno);
+    put64(b + 4, ck);
     j.append(reinterpret_cast<char*>(b), 12);
     flush(false);
-  }
+  });
   flush(true);
   if (::fdatasync(fd) != 0) fail_errno("fsync " + dir_ + "/journal." + std::to_string(seq % 2));
-  for (const auto& c : changes) {
-    put64(b, c.second);
-    pwrite_all(pages_fd_, b, 8, uint64_t(c.first - 1) * 8);
-  }
+  changes.for_each([&](uint32_t pgno, uint64_t ck) {
+    put64(b, ck);
+    pwrite_all(pages_fd_, b, 8, uint64_t(pgno - 1) * 8);
+  });
   pages_dirty_ = !changes.empty();
   seq_ = seq;
   pos_ = p;
@@ -343,15 +384,47 @@ uint64_t PageState::undo_bytes() const {
   return undo_fd_ >= 0 && ::fstat(undo_fd_, &st) == 0 ? uint64_t(st.st_size) : 0;
 }
 
-void PageState::append_undo(uint64_t txid, const std::vector<std::pair<uint32_t, uint64_t>>& changes) {
-  UndoRecord u;
-  u.txid = txid;
-  u.prev = pos_;
-  for (const auto& c : changes) u.old.emplace_back(c.first, get(c.first));
-  std::string r = encode_undo(u);
+// Streams the record (see encode_undo) with a running hash: the old
+// checksum of every changed page is read from the pages file as it goes.
+void PageState::append_undo(uint64_t txid, const Changes& changes) {
+  std::string text = format_position(pos_);
+  const uint64_t len = 8 + 4 + text.size() + 8 + changes.size() * 12 + 8;
+  if (len > (256u << 20)) fail_runtime("undo record of " + std::to_string(changes.size()) + " pages is too large");
   struct stat st {};
   if (::fstat(undo_fd_, &st) != 0) fail_errno("stat undo");
-  pwrite_all(undo_fd_, r.data(), r.size(), uint64_t(st.st_size));
+  uint64_t at = uint64_t(st.st_size);
+  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> h(XXH64_createState(), XXH64_freeState);
+  if (!h || XXH64_reset(h.get(), 0) != XXH_OK) fail_runtime("xxh64: out of memory");
+  std::string r;
+  uint8_t b[12];
+  put32(b, uint32_t(len));
+  r.append(reinterpret_cast<char*>(b), 4);
+  auto out = [&](bool last) {
+    if (r.size() < (64u << 10) && !last) return;
+    size_t skip = at == uint64_t(st.st_size) ? 4 : 0;  // the length prefix is not hashed
+    XXH64_update(h.get(), r.data() + skip, r.size() - skip);
+    if (last) {
+      put64(b, XXH64_digest(h.get()));
+      r.append(reinterpret_cast<char*>(b), 8);
+    }
+    pwrite_all(undo_fd_, r.data(), r.size(), at);
+    at += r.size();
+    r.clear();
+  };
+  put64(b, txid);
+  r.append(reinterpret_cast<char*>(b), 8);
+  put32(b, uint32_t(text.size()));
+  r.append(reinterpret_cast<char*>(b), 4);
+  r += text;
+  put64(b, changes.size());
+  r.append(reinterpret_cast<char*>(b), 8);
+  changes.for_each([&](uint32_t pgno, uint64_t) {
+    put32(b, pgno);
+    put64(b + 4, get(pgno));
+    r.append(reinterpret_cast<char*>(b), 12);
+    out(false);
+  });
+  out(true);
   if (::fdatasync(undo_fd_) != 0) fail_errno("fsync undo");
 }
 

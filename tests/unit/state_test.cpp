@@ -5,10 +5,13 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "ltx/state.h"
 
 namespace {
+
+using V = std::vector<std::pair<uint32_t, uint64_t>>;
 
 struct TmpDir {
   std::string path;
@@ -35,9 +38,9 @@ TEST(PageState, ReopenGivesTheLastCommit) {
   {
     ltx::PageState st(d.path);
     EXPECT_FALSE(st.initialized());
-    st.commit(pos(1), {{1, 11}, {2, 12}, {3, 13}});
-    st.commit(pos(2), {{2, 22}});
-    st.commit(pos(3), {{3, 33}, {2, 0}});
+    st.commit(pos(1), V{{1, 11}, {2, 12}, {3, 13}});
+    st.commit(pos(2), V{{2, 22}});
+    st.commit(pos(3), V{{3, 33}, {2, 0}});
   }
   ltx::PageState st(d.path);
   EXPECT_EQ(st.position().txid, 3u);
@@ -53,8 +56,8 @@ TEST(PageState, TornRecordFallsBackToThePreviousCommit) {
   TmpDir d;
   {
     ltx::PageState st(d.path);
-    st.commit(pos(1), {{1, 11}, {2, 12}});
-    st.commit(pos(2), {{2, 22}});
+    st.commit(pos(1), V{{1, 11}, {2, 12}});
+    st.commit(pos(2), V{{2, 22}});
   }
   // Commit 3 would go to journal.1 (sequence 3): half of a record there.
   std::string slot = d.path + "/journal.1";
@@ -66,7 +69,7 @@ TEST(PageState, TornRecordFallsBackToThePreviousCommit) {
     ltx::PageState st(d.path);
     EXPECT_EQ(st.position().txid, 2u);
     EXPECT_EQ(st.get(2), 22u);
-    st.commit(pos(3), {{1, 31}});
+    st.commit(pos(3), V{{1, 31}});
   }
   ltx::PageState st(d.path);
   EXPECT_EQ(st.position().txid, 3u);
@@ -79,8 +82,8 @@ TEST(PageState, PagesAreRedoneFromTheNewestRecord) {
   TmpDir d;
   {
     ltx::PageState st(d.path);
-    st.commit(pos(1), {{1, 11}, {2, 12}});
-    st.commit(pos(2), {{2, 22}});
+    st.commit(pos(1), V{{1, 11}, {2, 12}});
+    st.commit(pos(2), V{{2, 22}});
   }
   ASSERT_EQ(::truncate((d.path + "/pages").c_str(), 8), 0);  // page 2 lost
   ltx::PageState st(d.path);

@@ -18,6 +18,7 @@
 //              roll back to the acknowledged position after a crash
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,29 @@ struct Position {
   uint64_t wal_offset = 0;  // WAL offset just past the last frame emitted
 };
 
+// The page checksum changes of one commit, in the order added: in memory up
+// to 4096 entries, then in an unlinked file in dir, so a commit of any size
+// (a 1 GB resync changes 262,144 pages) costs flat memory.
+class Changes {
+ public:
+  explicit Changes(const std::string& dir) : dir_(dir) {}
+  ~Changes();
+  Changes(const Changes&) = delete;
+  Changes& operator=(const Changes&) = delete;
+  void add(uint32_t pgno, uint64_t ck);
+  uint64_t size() const { return spilled_ + mem_.size(); }
+  bool empty() const { return size() == 0; }
+  // fn(pgno, ck) for every entry, in the order added.
+  void for_each(const std::function<void(uint32_t, uint64_t)>& fn) const;
+
+ private:
+  static constexpr size_t kChunk = 4096;
+  std::string dir_;
+  std::vector<std::pair<uint32_t, uint64_t>> mem_;
+  int fd_ = -1;
+  uint64_t spilled_ = 0;
+};
+
 class PageState {
  public:
   // Opens (creating if needed) the state directory; replays a journal.
@@ -46,6 +70,7 @@ class PageState {
   uint64_t get(uint32_t pgno) const;  // checksum of the page as last emitted; 0 if absent
   // Durably records a new position with its page checksum changes
   // (checksum 0 removes a page).
+  void commit(const Position& p, const Changes& changes);
   void commit(const Position& p, const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   const std::string& dir() const { return dir_; }
 
@@ -60,7 +85,7 @@ class PageState {
  private:
   void replay_journal();   // the older layout: one journal and a position file
   bool replay_journals();
-  void append_undo(uint64_t txid, const std::vector<std::pair<uint32_t, uint64_t>>& changes);
+  void append_undo(uint64_t txid, const Changes& changes);
   void write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& changes);
   std::string dir_;
   int pages_fd_ = -1;
