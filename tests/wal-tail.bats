@@ -93,6 +93,20 @@ time.sleep(30)' &
   [ ! -s out ]
 }
 
+@test "a page size change between runs is refused (exit 3): nothing emitted, the state unchanged" {
+  timeout -s TERM 1 wal-tail app.db | ltx-encode -s st > first.ltx || true
+  grep -q '^txid 0000000000000001$' st/position
+  cp st/position before
+  # Only possible with no reader: leave WAL mode, change the page size, return.
+  sqlite3 app.db "PRAGMA journal_mode=DELETE; PRAGMA page_size=8192; VACUUM; PRAGMA journal_mode=WAL;" >/dev/null
+  [ "$(sqlite3 app.db 'PRAGMA page_size')" = 8192 ]
+  run bash -c 'timeout -s TERM 2 wal-tail app.db | ltx-encode -s st > second.ltx'
+  assert_failure 3
+  assert_output "ltx-encode: page size changed from 4096 to 8192"
+  [ ! -s second.ltx ]
+  cmp before st/position
+}
+
 @test "wal-tail stops with exit 1 when the database file is replaced" {
   wal-tail app.db > out 2> err &
   TAIL_PID=$!
