@@ -213,6 +213,45 @@ void PageState::write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& ch
   if (::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
 }
 
+namespace {
+// Writes head | text length u32 | text | n u64 | n * (pgno u32, value u64) |
+// xxh64 of all that, at offset `at` of fd, in 64 KiB pieces with a running
+// hash: a 1 GB resync changes 262,144 pages, and the record need not be in
+// memory. value(pgno, ck) gives each entry's second field.
+void write_record(int fd, uint64_t at, const std::string& head, const std::string& text, const Changes& changes,
+                  const std::function<uint64_t(uint32_t, uint64_t)>& value) {
+  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> h(XXH64_createState(), XXH64_freeState);
+  if (!h || XXH64_reset(h.get(), 0) != XXH_OK) fail_runtime("xxh64: out of memory");
+  std::string r;
+  auto flush = [&](bool last) {
+    if (r.size() < (64u << 10) && !last) return;
+    XXH64_update(h.get(), r.data(), r.size());
+    if (last) {
+      uint8_t d[8];
+      put64(d, XXH64_digest(h.get()));
+      r.append(reinterpret_cast<char*>(d), 8);
+    }
+    pwrite_all(fd, r.data(), r.size(), at);
+    at += r.size();
+    r.clear();
+  };
+  uint8_t b[12];
+  r = head;
+  put32(b, uint32_t(text.size()));
+  r.append(reinterpret_cast<char*>(b), 4);
+  r += text;
+  put64(b, changes.size());
+  r.append(reinterpret_cast<char*>(b), 8);
+  changes.for_each([&](uint32_t pgno, uint64_t ck) {
+    put32(b, pgno);
+    put64(b + 4, value(pgno, ck));
+    r.append(reinterpret_cast<char*>(b), 12);
+    flush(false);
+  });
+  flush(true);
+}
+}  // namespace
+
 Changes::~Changes() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -263,41 +302,12 @@ void PageState::commit(const Position& p, const Changes& changes) {
   pages_dirty_ = false;
   const uint64_t seq = seq_ + 1;
   const int fd = jfd_[seq % 2];
-  std::string text = format_position(p);
-  // Written in 64 KiB pieces with a running hash: a 1 GB resync changes
-  // 262,144 pages, and the record need not be in memory twice.
-  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> h(XXH64_createState(), XXH64_freeState);
-  if (!h || XXH64_reset(h.get(), 0) != XXH_OK) fail_runtime("xxh64: out of memory");
-  std::string j;
-  uint64_t at = 0;
-  auto flush = [&](bool last) {
-    if (j.size() < (64u << 10) && !last) return;
-    XXH64_update(h.get(), j.data(), j.size());
-    if (last) {
-      uint8_t d[8];
-      put64(d, XXH64_digest(h.get()));
-      j.append(reinterpret_cast<char*>(d), 8);
-    }
-    pwrite_all(fd, j.data(), j.size(), at);
-    at += j.size();
-    j.clear();
-  };
+  const std::string text = format_position(p);
   uint8_t b[12];
-  j.append("LTXJ", 4);
-  put64(b, seq);
-  j.append(reinterpret_cast<char*>(b), 8);
-  put32(b, uint32_t(text.size()));
-  j.append(reinterpret_cast<char*>(b), 4);
-  j += text;
-  put64(b, changes.size());
-  j.append(reinterpret_cast<char*>(b), 8);
-  changes.for_each([&](uint32_t pgno, uint64_t ck) {
-    put32(b, pgno);
-    put64(b + 4, ck);
-    j.append(reinterpret_cast<char*>(b), 12);
-    flush(false);
-  });
-  flush(true);
+  std::memcpy(b, "LTXJ", 4);
+  put64(b + 4, seq);
+  write_record(fd, 0, std::string(reinterpret_cast<char*>(b), 12), text, changes,
+               [](uint32_t, uint64_t ck) { return ck; });
   if (::fdatasync(fd) != 0) fail_errno("fsync " + dir_ + "/journal." + std::to_string(seq % 2));
   changes.for_each([&](uint32_t pgno, uint64_t ck) {
     put64(b, ck);
@@ -384,47 +394,20 @@ uint64_t PageState::undo_bytes() const {
   return undo_fd_ >= 0 && ::fstat(undo_fd_, &st) == 0 ? uint64_t(st.st_size) : 0;
 }
 
-// Streams the record (see encode_undo) with a running hash: the old
-// checksum of every changed page is read from the pages file as it goes.
+// The record of encode_undo, streamed: the old checksum of every changed
+// page is read from the pages file as it goes.
 void PageState::append_undo(uint64_t txid, const Changes& changes) {
   std::string text = format_position(pos_);
   const uint64_t len = 8 + 4 + text.size() + 8 + changes.size() * 12 + 8;
   if (len > (256u << 20)) fail_runtime("undo record of " + std::to_string(changes.size()) + " pages is too large");
   struct stat st {};
   if (::fstat(undo_fd_, &st) != 0) fail_errno("stat undo");
-  uint64_t at = uint64_t(st.st_size);
-  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> h(XXH64_createState(), XXH64_freeState);
-  if (!h || XXH64_reset(h.get(), 0) != XXH_OK) fail_runtime("xxh64: out of memory");
-  std::string r;
-  uint8_t b[12];
-  put32(b, uint32_t(len));
-  r.append(reinterpret_cast<char*>(b), 4);
-  auto out = [&](bool last) {
-    if (r.size() < (64u << 10) && !last) return;
-    size_t skip = at == uint64_t(st.st_size) ? 4 : 0;  // the length prefix is not hashed
-    XXH64_update(h.get(), r.data() + skip, r.size() - skip);
-    if (last) {
-      put64(b, XXH64_digest(h.get()));
-      r.append(reinterpret_cast<char*>(b), 8);
-    }
-    pwrite_all(undo_fd_, r.data(), r.size(), at);
-    at += r.size();
-    r.clear();
-  };
+  uint8_t b[8];
+  put32(b, uint32_t(len));  // the length prefix is not hashed
+  pwrite_all(undo_fd_, b, 4, uint64_t(st.st_size));
   put64(b, txid);
-  r.append(reinterpret_cast<char*>(b), 8);
-  put32(b, uint32_t(text.size()));
-  r.append(reinterpret_cast<char*>(b), 4);
-  r += text;
-  put64(b, changes.size());
-  r.append(reinterpret_cast<char*>(b), 8);
-  changes.for_each([&](uint32_t pgno, uint64_t) {
-    put32(b, pgno);
-    put64(b + 4, get(pgno));
-    r.append(reinterpret_cast<char*>(b), 12);
-    out(false);
-  });
-  out(true);
+  write_record(undo_fd_, uint64_t(st.st_size) + 4, std::string(reinterpret_cast<char*>(b), 8), text, changes,
+               [this](uint32_t pgno, uint64_t) { return get(pgno); });
   if (::fdatasync(undo_fd_) != 0) fail_errno("fsync undo");
 }
 
