@@ -298,7 +298,7 @@ void PageState::commit(const Position& p, const Changes& changes) {
   // The record about to be overwritten is the one before the previous
   // commit; the previous commit's pages must be durable before only its
   // own record is left to redo them.
-  if (pages_dirty_ && ::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
+  if (pages_dirty_ && ::fdatasync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
   pages_dirty_ = false;
   const uint64_t seq = seq_ + 1;
   const int fd = jfd_[seq % 2];

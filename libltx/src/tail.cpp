@@ -143,16 +143,6 @@ class Db {
     }
   }
   void end_read() { exec("COMMIT"); }
-  // BEGIN IMMEDIATE, waiting at most ms for the write lock; false when busy.
-  bool try_begin_immediate(int ms, int restore_ms) {
-    sqlite3_busy_timeout(db_, ms);
-    int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-    sqlite3_busy_timeout(db_, restore_ms);
-    if (rc == SQLITE_OK) return true;
-    if ((rc & 0xff) == SQLITE_BUSY) return false;
-    fail_runtime(std::string("BEGIN IMMEDIATE: ") + sqlite3_errmsg(db_));
-  }
-
  private:
   sqlite3* db_ = nullptr;
   sqlite3_stmt* probe_ = nullptr;
@@ -161,6 +151,14 @@ class Db {
 class Tailer {
  public:
   Tailer(const Options& o, Writer& out) : o_(o), out_(out) {}
+  ~Tailer() {
+    // Connections first: closing any descriptor of the -shm or the database
+    // drops every POSIX lock this process holds on it, theirs included.
+    for (auto& r : r_) r.reset();
+    ck_.reset();
+    for (int fd : {lockfd_, shmfd_, dbfd_})
+      if (fd >= 0) ::close(fd);
+  }
   void run();
 
  private:
@@ -178,8 +176,11 @@ class Tailer {
   // Verify frames 1..n of the generation in fd; returns the running checksum.
   void scan(int fd, const wal::WalHeader& h, uint32_t n, uint32_t* c1, uint32_t* c2,
             std::unordered_map<uint32_t, uint32_t>* latest);
-  void checkpoint();
+  void checkpoint(bool verbose = true);
   void force_restart();
+  bool lock_writers(int64_t budget_us);
+  void unlock_writers();
+  void sync_fd(int fd, const std::string& name);
   bool begin_on(int next);
 
   const Options& o_;
@@ -187,7 +188,7 @@ class Tailer {
   std::unique_ptr<wal::StreamWriter> sw_;
   std::unique_ptr<Db> r_[2], ck_;
   int cur_ = -1;
-  int dbfd_ = -1, shmfd_ = -1;
+  int dbfd_ = -1, shmfd_ = -1, lockfd_ = -1;
   dev_t dev_ = 0;
   ino_t ino_ = 0;
   uint32_t ps_ = 0;
@@ -493,36 +494,108 @@ void Tailer::advance() {
   cur_ = next;
 }
 
-void Tailer::checkpoint() {
+void Tailer::checkpoint(bool verbose) {
   int nlog = 0, nckpt = 0;
   int rc = sqlite3_wal_checkpoint_v2(ck_->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
     fail_runtime(std::string("checkpoint: ") + sqlite3_errmsg(ck_->get()));
-  log("checkpoint: " + std::to_string(nckpt) + " of " + std::to_string(nlog) + " frames");
+  if (verbose) log("checkpoint: " + std::to_string(nckpt) + " of " + std::to_string(nlog) + " frames");
+}
+
+// Hold off writers as SQLite's own WAL write lock does: an open file
+// description lock (F_OFD_SETLK) on the write-lock byte of the wal-index
+// (walformat.html, byte 120). Other processes' writers and checkpoints
+// (POSIX locks) find it taken and wait in their busy handlers; our own
+// connections never write. Probed directly, one system call a try, rather
+// than with BEGIN IMMEDIATE: the write lock of a writer that never pauses is
+// free only for microseconds between its transactions, and a BEGIN IMMEDIATE
+// attempt (a read transaction first) is longer than that. Spins for 200 us,
+// then tries every 50-100 us until budget_us.
+bool Tailer::lock_writers(int64_t budget_us) {
+  if (lockfd_ < 0) {
+    lockfd_ = ::open(shm_path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (lockfd_ < 0) fail_errno(shm_path_);
+  }
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 120;  // WALINDEX_LOCK_OFFSET + WAL_WRITE_LOCK
+  fl.l_len = 1;
+  const int64_t t0 = mono_us();
+  for (;;) {
+    if (fcntl(lockfd_, F_OFD_SETLK, &fl) == 0) return true;
+    if (errno != EAGAIN && errno != EACCES && errno != EINTR) fail_errno(shm_path_ + ": lock");
+    int64_t t = mono_us() - t0;
+    if (t >= budget_us) return false;
+    if (t >= 200) {
+      struct timespec ts {0, 50000};
+      nanosleep(&ts, nullptr);
+    }
+  }
+}
+
+void Tailer::unlock_writers() {
+  struct flock fl {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 120;
+  fl.l_len = 1;
+  if (fcntl(lockfd_, F_OFD_SETLK, &fl) != 0) fail_errno(shm_path_ + ": unlock");
+}
+
+// fdatasync, so that a checkpoint's own sync later finds little to write.
+void Tailer::sync_fd(int fd, const std::string& name) {
+  if (fd >= 0 && ::fdatasync(fd) != 0) fail_errno("fdatasync " + name);
 }
 
 // A writer that never pauses leaves the WAL never fully backfilled when we
 // begin a read: we never land on slot 0, the WAL never restarts and grows
 // without bound, and the application's autocheckpoint then runs (and syncs)
-// after every commit. Make the pause: take the write lock for a moment (only
-// if it is free within a few milliseconds), copy the frames committed since
-// the last copy, let go of our read lock, checkpoint everything, and begin
-// again on slot 0. The next writer restarts the WAL; slot 0 keeps any
-// checkpoint of the new generation away from the database file until we
-// have copied it, as when we land there by ourselves.
+// after every commit. Make the pause: hold off writers for a moment (only if
+// the write lock is free within a few milliseconds), copy the frames
+// committed since the last copy, let go of our read lock, checkpoint
+// everything, and begin again on slot 0. The next writer restarts the WAL;
+// slot 0 keeps any checkpoint of the new generation away from the database
+// file until we have copied it, as when we land there by ourselves.
+//
+// A writer that finds the lock taken sleeps a whole millisecond in SQLite's
+// busy handler (then two more), so everything that can be done before is
+// done before: copy and backfill up to our own mark (the main loop has
+// backfilled in quarter steps already), sync the database file and the WAL,
+// copy again. Under the lock only the frames of the last moment remain to
+// copy, backfill and sync: about half a millisecond.
 void Tailer::force_restart() {
-  if (!ck_->try_begin_immediate(5, o_.busy_timeout_ms)) return;
-  struct Rollback {
-    Db* db;
-    ~Rollback() { sqlite3_exec(db->get(), "ROLLBACK", nullptr, nullptr, nullptr); }
-  } rb{ck_.get()};
-  // Writers wait on us now: give up rather than copy a backlog of more than
-  // 8 MB of 4 KiB pages (the output may be slow to drain).
-  if (read_shm().mx_frame - pos_.frames > 2048) return;
+  advance();
+  if (slot0_) return;
+  checkpoint(false);
+  sync_fd(dbfd_, o_.db);
+  {
+    int fd = open_wal();
+    struct Closer { int fd; ~Closer() { if (fd >= 0) ::close(fd); } } closer{fd};
+    sync_fd(fd, wal_path_);
+  }
+  advance();
+  if (slot0_) return;
+  const int64_t w0 = mono_us();
+  if (!lock_writers(2000)) {
+    log("restart: the write lock was not free for 2 ms; trying again later");
+    return;
+  }
+  const int64_t h0 = mono_us();
+  struct Unlock {
+    Tailer* t;
+    ~Unlock() { t->unlock_writers(); }
+  } unlock{this};
+  // Give up rather than hold writers while copying a backlog (the output
+  // may be slow to drain).
+  if (read_shm().mx_frame - pos_.frames > 256) {
+    log("restart: " + std::to_string(read_shm().mx_frame - pos_.frames) + " frames behind; trying again later");
+    return;
+  }
   advance();
   if (slot0_) return;
   // Our own read mark pins the last frames: release it, backfill them
-  // (nothing can be appended while we hold the write lock), begin on slot 0.
+  // (nothing can be appended while writers are held), begin on slot 0.
   const int other = 1 - cur_;
   r_[cur_]->end_read();
   cur_ = -1;
@@ -533,13 +606,14 @@ void Tailer::force_restart() {
   while ((rc = sqlite3_wal_checkpoint_v2(r_[other]->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt)) ==
              SQLITE_BUSY &&
          mono_us() - t0 < 5000)
-    usleep(200);
+    usleep(100);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
     fail_runtime(std::string("checkpoint: ") + sqlite3_errmsg(r_[other]->get()));
   slot0_ = begin_on(other);
   cur_ = other;
   log("restart: " + std::to_string(nckpt) + " of " + std::to_string(nlog) + " frames backfilled" +
-      (slot0_ ? "; the next writer restarts the WAL" : " (another reader holds older frames)"));
+      (slot0_ ? "; the next writer restarts the WAL" : " (another reader holds older frames)") +
+      "; waited " + std::to_string(h0 - w0) + " us for the write lock, held it " + std::to_string(mono_us() - h0) + " us");
 }
 
 // One consistent full-page transaction of the database. The snapshot is
@@ -776,15 +850,21 @@ void Tailer::run() {
       advance();  // re-pin past the checkpoint (slot 0 when all is backfilled)
       last_change = now;
       s = read_shm();
+    } else if (o_.checkpoint_pages >= 4 && !slot0_ && unbackfilled >= o_.checkpoint_pages / 4) {
+      // Under load, backfill up to our mark in quarter steps, outside any
+      // lock: a forced restart then finds little left to do.
+      checkpoint(false);
+      s = read_shm();
     }
-    // The WAL is past half the threshold and we hold it (not on slot 0):
+    // The WAL is past 3/4 of the threshold and we hold it (not on slot 0):
     // checkpoints may keep it backfilled, but only a pause lets it restart.
-    // Half, so that the application's own autocheckpoint (SQLite's default
-    // is 1000 pages, like ours) seldom starts: past its threshold it runs,
-    // and syncs, after every commit while we hold the WAL. At most one
-    // attempt per 5 ms.
-    if (o_.checkpoint_pages && !slot0_ && s.mx_frame >= o_.checkpoint_pages / 2 &&
-        mono_us() - last_force_us_ >= 5000 && !unacked()) {
+    // Below the threshold, so that the application's own autocheckpoint
+    // (SQLite's default is 1000 pages, like ours) seldom starts: past it it
+    // runs, and syncs, after every commit while we hold the WAL. Not lower:
+    // each restart costs the writers a millisecond. At most one attempt per
+    // millisecond.
+    if (o_.checkpoint_pages && !slot0_ && s.mx_frame >= o_.checkpoint_pages / 4 * 3 &&
+        mono_us() - last_force_us_ >= 1000 && !unacked()) {
       last_force_us_ = mono_us();
       force_restart();
     }
