@@ -10,6 +10,12 @@ BUILD    ?= build
 PKGS     := sqlite3 libcurl liblz4 libxxhash libcrypto
 DEPFLAGS = $(shell pkg-config --cflags $(PKGS) CLI11 2>/dev/null)
 DEPLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# The tools that never touch the network are linked statically: a shared
+# library costs every process its relocated and touched pages (libstdc++,
+# libc, libsqlite3: 10.8 MB peak RSS for wal-tail + ltx-encode dynamic, 6.3
+# MB static, with no more PSS). `make STATIC=` links everything dynamically.
+STATIC   ?= wal-tail ltx-encode ltx-apply ltx-checksum ltx-dump ltx-merge ltx-verify
+STATICLIBS := -static -Wl,--gc-sections -lsqlite3 -llz4 -lxxhash -lm -ldl -lpthread
 ALLFLAGS = -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -Ilibltx/include $(DEPFLAGS) $(CXXFLAGS)
 
 ifeq ($(V),1)
@@ -45,7 +51,8 @@ $(BUILD)/libltx.a: $(LIB_OBJ)
 $(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a $(wildcard tools/*.h)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a -Wl,--as-needed $(DEPLIBS) $(LDFLAGS)
+	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a \
+	  $(if $(filter $*,$(STATIC)),$(STATICLIBS),-Wl,--as-needed $(DEPLIBS)) $(LDFLAGS)
 
 $(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a
 	@mkdir -p $(@D)
@@ -72,7 +79,7 @@ live-soak: all
 
 # The suite under AddressSanitizer + UBSan, in its own build tree.
 asan:
-	$(MAKE) BUILD=build-asan CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" check
+	$(MAKE) BUILD=build-asan STATIC= CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" LDFLAGS="-fsanitize=address,undefined" check
 
 lint-man:
 	mandoc -Tlint -W warning $(MANPAGES)

@@ -135,6 +135,7 @@ int TxnEncoder::run(wal::EventReader& r) {
         entries_.resize(committed_);
         flush_batch();
         in_resync_ = true;
+        resync_pages_.reset(new Changes(tmpdir_));
         resync_commit_ = e.commit;
         if (e.timestamp) ts_ = e.timestamp;
         break;
@@ -145,7 +146,6 @@ int TxnEncoder::run(wal::EventReader& r) {
       case wal::Event::ResyncEnd:
         if (!in_resync_) fail_integrity("resync end outside a resync");
         in_resync_ = false;
-        committed_ = entries_.size();
         // Sent when the WAL position that follows a resync is known, so the
         // file records where frames continue (or at the end of input).
         resync_pending_ = true;
@@ -164,18 +164,18 @@ int TxnEncoder::run(wal::EventReader& r) {
 // restored database): the first resync must be exactly the database the
 // replica holds at the acknowledged position; its page checksums become the
 // state and nothing is sent.
-void TxnEncoder::adopt(PageRange pages, uint32_t commit) {
+void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t commit) {
   const uint32_t ps = page_size_;
   std::vector<uint8_t> page(ps);
   Changes changes(state_->dir());
   uint64_t ck = kChecksumFlag;
-  for (const Entry& en : pages) {
-    if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
+  each([&](uint32_t pgno, uint32_t slot) {
+    if (pread_full(spool_fd_, page.data(), ps, uint64_t(slot) * ps) != ps)
       fail_runtime("spool file: short read");
-    uint64_t pc = page_checksum(en.pgno, page.data(), ps);
+    uint64_t pc = page_checksum(pgno, page.data(), ps);
     ck = fold(ck, pc);
-    changes.add(en.pgno, pc);
-  }
+    changes.add(pgno, pc);
+  });
   if (ck != opt_.adopt.checksum || (opt_.adopt.page_size && opt_.adopt.page_size != ps))
     fail_integrity("the database (checksum " + hex16(ck) + ") is not the replica's TXID " +
                    hex16(opt_.adopt.txid) + " (checksum " + hex16(opt_.adopt.checksum) +
@@ -190,8 +190,7 @@ void TxnEncoder::adopt(PageRange pages, uint32_t commit) {
   pos.wal_offset = cursor_offset_;
   state_->commit(pos, changes);
   next_txid_ = pos.txid + 1;
-  entries_.clear();
-  committed_ = 0;
+  resync_pages_.reset();
   slots_ = 0;
 }
 
@@ -243,7 +242,7 @@ void TxnEncoder::on_resync_page(const wal::Event& e) {
       state_->get(e.pgno) == page_checksum(e.pgno, e.data, page_size_))
     return;
   pwrite_all(spool_fd_, e.data, page_size_, uint64_t(slots_) * page_size_);
-  entries_.push_back({e.pgno, slots_++});
+  resync_pages_->add(e.pgno, slots_++);
 }
 
 void TxnEncoder::flush_batch() {
@@ -258,32 +257,41 @@ void TxnEncoder::flush_batch() {
 // Writes entries_[0..committed_) as one LTX file (last frame of a page wins),
 // then updates the state. Uncommitted entries stay for the next batch.
 void TxnEncoder::emit(uint32_t commit, bool resync) {
-  // In place, no copies (a 1 GB resync is 262,144 entries): sort the
-  // committed prefix by page then spool slot (frame order), keep the last
-  // frame of each page within the commit size; the uncommitted rest stays.
-  const auto cend = entries_.begin() + long(committed_);
-  std::sort(entries_.begin(), cend, [](const Entry& a, const Entry& b) {
-    return a.pgno != b.pgno ? a.pgno < b.pgno : a.slot < b.slot;
-  });
+  // A batch: in place, no copies, sort the committed prefix by page then
+  // spool slot (frame order), keep the last frame of each page within the
+  // commit size; the uncommitted rest stays. A resync is in page order
+  // already (the stream reader checks), one page each.
   size_t npages = 0;
-  for (size_t i = 0; i < committed_; i++) {
-    if (i + 1 < committed_ && entries_[i + 1].pgno == entries_[i].pgno) continue;
-    if (entries_[i].pgno <= commit) entries_[npages++] = entries_[i];
+  if (!resync) {
+    const auto cend = entries_.begin() + long(committed_);
+    std::sort(entries_.begin(), cend, [](const Entry& a, const Entry& b) {
+      return a.pgno != b.pgno ? a.pgno < b.pgno : a.slot < b.slot;
+    });
+    for (size_t i = 0; i < committed_; i++) {
+      if (i + 1 < committed_ && entries_[i + 1].pgno == entries_[i].pgno) continue;
+      if (entries_[i].pgno <= commit) entries_[npages++] = entries_[i];
+    }
   }
   const PageRange pages{entries_.data(), entries_.data() + npages};
+  auto each = [&](const PageFn& fn) {
+    if (resync)
+      resync_pages_->for_each([&](uint32_t pgno, uint64_t slot) { fn(pgno, uint32_t(slot)); });
+    else
+      for (const Entry& en : pages) fn(en.pgno, en.slot);
+  };
+  const bool no_pages = resync ? resync_pages_->empty() : pages.empty();
   const bool have_state = state_ && state_->initialized();
   const Position prev = have_state ? state_->position() : stateless_;
   const uint32_t ps = page_size_;
   const uint32_t lock = lock_pgno(ps);
-  if (resync && have_state && pages.empty() && commit == prev.commit) {
+  if (resync && have_state && no_pages && commit == prev.commit) {
     // The destination already has exactly this database: nothing to send.
-    entries_.clear();
-    committed_ = 0;
+    resync_pages_.reset();
     slots_ = 0;
     return;
   }
   if (resync && !have_state && state_ && opt_.adopt.txid != 0) {
-    adopt(pages, commit);
+    adopt(each, commit);
     return;
   }
   Header h;
@@ -341,19 +349,19 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   } lclose{lfd};
   FdWriter lout(lfd);
   Encoder enc(lout, h, tmpdir_);
-  for (const Entry& en : pages) {
-    if (pread_full(spool_fd_, page.data(), ps, uint64_t(en.slot) * ps) != ps)
+  each([&](uint32_t pgno, uint32_t slot) {
+    if (pread_full(spool_fd_, page.data(), ps, uint64_t(slot) * ps) != ps)
       fail_runtime("spool file: short read");
-    if (en.pgno == lock) fail_integrity("lock page " + std::to_string(en.pgno) + " in a transaction");
+    if (pgno == lock) fail_integrity("lock page " + std::to_string(pgno) + " in a transaction");
     if (checksummed) {
-      if (en.pgno > old_n) {
-        fill_zero_upto(en.pgno - 1);
-        next_fill = en.pgno + 1;
+      if (pgno > old_n) {
+        fill_zero_upto(pgno - 1);
+        next_fill = pgno + 1;
       }
-      set(en.pgno, page_checksum(en.pgno, page.data(), ps));
+      set(pgno, page_checksum(pgno, page.data(), ps));
     }
-    enc.page(en.pgno, page.data());
-  }
+    enc.page(pgno, page.data());
+  });
   if (checksummed) {
     fill_zero_upto(commit);
     for (uint32_t p = commit + 1; p <= old_n; p++)
@@ -389,6 +397,12 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     if (read_position_file(opt_.ack_path, &acked)) state_->trim_undo(acked.txid);
   }
   next_txid_++;
+  if (resync) {
+    resync_pages_.reset();
+    slots_ = 0;
+    wal_first_ = wal_end_;
+    return;
+  }
   // Frames after the last commit wait for the next batch (in practice the
   // batch is cut at a commit frame, so this tail is empty).
   entries_.erase(entries_.begin(), entries_.begin() + long(committed_));

@@ -388,7 +388,7 @@ Encoder::~Encoder() {
   if (index_fd_ >= 0) ::close(index_fd_);
 }
 
-constexpr size_t kIndexMemLimit = 1u << 20;
+constexpr size_t kIndexMemLimit = 64u << 10;  // then spilled: flat memory for any file size
 
 void Encoder::spill_index() {
   if (index_fd_ < 0) {

@@ -48,7 +48,10 @@ struct EncodeOptions {
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.
-// Pages are spooled to an unlinked temp file, so memory is ~8 bytes a frame.
+// Pages are spooled to an unlinked temp file, so memory is ~8 bytes a frame
+// of a batch (at most max_batch_frames); a resync's pages, already in page
+// order, are listed in a Changes spill, so any database size costs flat
+// memory.
 class TxnEncoder {
  public:
   TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt, const std::string& tmpdir);
@@ -72,7 +75,8 @@ class TxnEncoder {
     const Entry* end() const { return e; }
     bool empty() const { return b == e; }
   };
-  void adopt(PageRange pages, uint32_t commit);
+  using PageFn = std::function<void(uint32_t pgno, uint32_t slot)>;
+  void adopt(const std::function<void(const PageFn&)>& each, uint32_t commit);
   Writer& out_;
   PageState* state_;
   EncodeOptions opt_;
@@ -96,6 +100,7 @@ class TxnEncoder {
   uint32_t cursor_salt1_ = 0, cursor_salt2_ = 0;  // WAL position after a resync
   uint64_t cursor_offset_ = 0;
   uint32_t resync_commit_ = 0;
+  std::unique_ptr<Changes> resync_pages_;  // (pgno, spool slot) of a resync, in page order
 };
 
 }  // namespace ltx
