@@ -99,6 +99,8 @@ TxnEncoder::TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt,
     : out_(out), state_(state), opt_(opt), tmpdir_(tmpdir) {
   spool_fd_ = ::open(tmpdir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (spool_fd_ < 0) fail_errno("create spool file in " + tmpdir);
+  ltx_fd_ = ::open(tmpdir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (ltx_fd_ < 0) fail_errno("create LTX spool in " + tmpdir);
   if (state_ && state_->initialized()) {
     next_txid_ = state_->position().txid + 1;
     page_size_ = state_->position().page_size;
@@ -110,6 +112,7 @@ TxnEncoder::TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt,
 
 TxnEncoder::~TxnEncoder() {
   if (spool_fd_ >= 0) ::close(spool_fd_);
+  if (ltx_fd_ >= 0) ::close(ltx_fd_);
 }
 
 int TxnEncoder::run(wal::EventReader& r) {
@@ -226,10 +229,14 @@ void TxnEncoder::on_frame(const wal::Event& e) {
       batch_txns_++;
       if (opt_.input_ready && committed_ < opt_.max_batch_frames) {
         // Wait for company only under load: the last file held several
-        // transactions and went out less than min_interval_ms ago.
+        // transactions and went out less than min_interval_ms ago. A batch
+        // of several transactions goes out once that interval has passed,
+        // even with more input waiting (a backlog would otherwise keep the
+        // file open, and its first commit waiting, until it drained).
         int64_t since = mono_ms() - last_emit_ms_;
         bool loaded = last_batch_txns_ > 1 && since < opt_.min_interval_ms;
-        more = opt_.input_ready(loaded ? int(opt_.min_interval_ms - since) : 0);
+        bool due = batch_txns_ > 1 && since >= opt_.min_interval_ms;
+        more = !due && opt_.input_ready(loaded ? int(opt_.min_interval_ms - since) : 0);
       }
       if (!more) flush_batch();
     }
@@ -341,12 +348,10 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   // The file is built in a spool, the state advances (with its undo record),
   // and only then does the file go to stdout: downstream never holds a TXID
   // the state does not know, and a failure leaves no partial file behind.
-  int lfd = ::open(tmpdir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (lfd < 0) fail_errno("create LTX spool in " + tmpdir_);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } lclose{lfd};
+  // One spool for every file, rewritten from its start (no file created per
+  // LTX file): only its first bytes_written() bytes are this file.
+  const int lfd = ltx_fd_;
+  if (::lseek(lfd, 0, SEEK_SET) != 0) fail_errno("LTX spool: seek");
   FdWriter lout(lfd);
   Encoder enc(lout, h, tmpdir_);
   each([&](uint32_t pgno, uint32_t slot) {
@@ -380,14 +385,17 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   pos.wal_offset = uint64_t(h.wal_offset + h.wal_size);
   if (state_) state_->commit(pos, changes);
   else stateless_ = pos;
-  std::vector<uint8_t> buf(256 * 1024);
-  for (uint64_t at = 0, size = enc.bytes_written(); at < size;) {
+  std::vector<uint8_t> buf(64 * 1024);
+  const uint64_t size = enc.bytes_written();
+  for (uint64_t at = 0; at < size;) {
     size_t n = pread_full(lfd, buf.data(), size_t(std::min<uint64_t>(buf.size(), size - at)), at);
     if (n == 0) fail_runtime("LTX spool: short read");
     out_.write(buf.data(), n);
     at += n;
   }
   out_.flush();
+  // A large file (a resync) does not keep its disk space.
+  if (size > (64u << 20) && ::ftruncate(lfd, 0) != 0) fail_errno("LTX spool: truncate");
   files_++;
   last_emit_ms_ = mono_ms();
   last_batch_txns_ = batch_txns_;

@@ -48,20 +48,6 @@ std::string read_file(const std::string& path, bool* exists) {
 }
 
 // Replaces path by rename, without syncing: for a copy that may lag.
-void write_file_nosync(const std::string& path, const std::string& data) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail_errno("create " + tmp);
-  try {
-    write_all(fd, data.data(), data.size());
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail_errno("rename " + tmp);
-}
-
 void write_atomic(const std::string& path, const std::string& data) {
   AtomicFile f(path, 0644);
   write_all(f.fd(), data.data(), data.size());
@@ -139,6 +125,7 @@ PageState::PageState(const std::string& dir) : dir_(dir) {
 PageState::~PageState() {
   if (pages_fd_ >= 0) ::close(pages_fd_);
   if (undo_fd_ >= 0) ::close(undo_fd_);
+  if (pos_fd_ >= 0) ::close(pos_fd_);
   for (int fd : jfd_)
     if (fd >= 0) ::close(fd);
 }
@@ -316,8 +303,16 @@ void PageState::commit(const Position& p, const Changes& changes) {
   pages_dirty_ = !changes.empty();
   seq_ = seq;
   pos_ = p;
-  // For people and scripts: the journals are the state, this is a copy.
-  write_file_nosync(dir_ + "/position", text);
+  // For people and scripts: the journals are the state, this is a copy,
+  // rewritten in place without syncing (no file created per commit).
+  if (pos_fd_ < 0) {
+    pos_fd_ = ::open((dir_ + "/position").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (pos_fd_ < 0) fail_errno("open " + dir_ + "/position");
+  }
+  pwrite_all(pos_fd_, text.data(), text.size(), 0);
+  if (text.size() != pos_len_ && ::ftruncate(pos_fd_, off_t(text.size())) != 0)
+    fail_errno("truncate " + dir_ + "/position");
+  pos_len_ = text.size();
 }
 
 // ---- undo records ----

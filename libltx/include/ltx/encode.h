@@ -81,6 +81,7 @@ class TxnEncoder {
   PageState* state_;
   EncodeOptions opt_;
   int spool_fd_ = -1;
+  int ltx_fd_ = -1;  // the LTX file being built, rewritten for each file
   std::string tmpdir_;
   uint32_t page_size_ = 0;
   uint32_t slots_ = 0;

@@ -11,12 +11,14 @@
 //   pages      8 bytes a page (u64be page checksum, 0 = absent), read and
 //              written with pread/pwrite, so memory stays flat for any size
 //   position   a copy of the position as text, for people and scripts;
-//              replaced without syncing (the journals are the authority)
+//              rewritten in place without syncing (the journals are the
+//              authority)
 //   undo       (only with an acknowledgement file) one record per TXID not
 //              yet acknowledged downstream: the previous position and the
 //              old checksum of every page the TXID changed, so the state can
 //              roll back to the acknowledged position after a crash
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -90,6 +92,8 @@ class PageState {
   std::string dir_;
   int pages_fd_ = -1;
   int undo_fd_ = -1;
+  int pos_fd_ = -1;         // the position copy, opened at the first commit
+  size_t pos_len_ = SIZE_MAX;
   int jfd_[2] = {-1, -1};
   uint64_t seq_ = 0;          // sequence of the newest journal record
   bool pages_dirty_ = false;  // pages written since the last sync
