@@ -47,7 +47,6 @@ std::string read_file(const std::string& path, bool* exists) {
   return s;
 }
 
-// Replaces path by rename, without syncing: for a copy that may lag.
 void write_atomic(const std::string& path, const std::string& data) {
   AtomicFile f(path, 0644);
   write_all(f.fd(), data.data(), data.size());
