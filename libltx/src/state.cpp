@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -105,7 +106,7 @@ PageState::PageState(const std::string& dir) : dir_(dir) {
   std::string pages = dir + "/pages";
   pages_fd_ = ::open(pages.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (pages_fd_ < 0) fail_errno("open " + pages);
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < kSlots; i++) {
     std::string j = dir + "/journal." + std::to_string(i);
     jfd_[i] = ::open(j.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (jfd_[i] < 0) fail_errno("open " + j);
@@ -131,9 +132,13 @@ PageState::~PageState() {
 
 // journal.N record: "LTXJ" | seq u64 | position text length u32 | text |
 // n u64 | n * (pgno u32, ck u64) | xxh64 of everything before u64.
-// Commit k goes to journal.(k % 2), so the previous commit's record stays
-// intact while this one is written; the valid record with the highest
-// sequence is the state.
+// Commit k goes to journal.(k % kSlots). A record is overwritten only after
+// the pages file was synced past it, so every record whose pages may not be
+// durable is intact, and so is every later one (a sync covers all pages
+// written before it): replaying the run of consecutive sequences that ends
+// at the highest, oldest first, redoes all that may be missing. An older
+// record outside that run is durable and must not be replayed (a newer
+// durable one it would undo may be gone).
 namespace {
 bool parse_journal(const std::string& j, uint64_t* seq, Position* p,
                    std::vector<std::pair<uint32_t, uint64_t>>* ch) {
@@ -167,21 +172,32 @@ std::string read_fd(int fd) {
 }  // namespace
 
 bool PageState::replay_journals() {
+  // Validate every slot first (one record in memory at a time), then redo
+  // the run ending at the highest sequence in order.
+  uint64_t seq;
+  Position p;
+  std::vector<std::pair<uint32_t, uint64_t>> ch;
+  for (int i = 0; i < kSlots; i++)
+    slot_seq_[i] = parse_journal(read_fd(jfd_[i]), &seq, &p, &ch) ? seq : 0;
   uint64_t best = 0;
-  for (int fd : jfd_) {
-    uint64_t seq;
-    Position p;
-    std::vector<std::pair<uint32_t, uint64_t>> ch;
-    if (parse_journal(read_fd(fd), &seq, &p, &ch) && seq > best) {
-      best = seq;
-      pos_ = p;
-      // Pages of older records were synced before this one was written;
-      // this one's may not have reached the file: write them again.
-      write_pages(ch);
-    }
+  for (uint64_t s : slot_seq_) best = std::max(best, s);
+  if (best == 0) return false;
+  auto slot_of = [&](uint64_t want) {
+    for (int i = 0; i < kSlots; i++)
+      if (slot_seq_[i] == want) return i;
+    return -1;
+  };
+  uint64_t first = best;
+  while (first > 1 && slot_of(first - 1) >= 0) first--;
+  for (uint64_t s = first; s <= best; s++) {
+    if (!parse_journal(read_fd(jfd_[slot_of(s)]), &seq, &p, &ch) || seq != s)
+      fail_integrity("state " + dir_ + ": journal changed while it was read");
+    write_pages(ch);
+    pos_ = p;
   }
-  seq_ = best;
-  return best != 0;
+  if (::fdatasync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
+  seq_ = synced_seq_ = best;
+  return true;
 }
 
 uint64_t PageState::get(uint32_t pgno) const {
@@ -196,7 +212,6 @@ void PageState::write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& ch
     put64(b, c.second);
     pwrite_all(pages_fd_, b, 8, uint64_t(c.first - 1) * 8);
   }
-  if (::fsync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
 }
 
 namespace {
@@ -281,25 +296,27 @@ void PageState::commit(const Position& p, const std::vector<std::pair<uint32_t, 
 
 void PageState::commit(const Position& p, const Changes& changes) {
   if (undo_fd_ >= 0) append_undo(p.txid, changes);
-  // The record about to be overwritten is the one before the previous
-  // commit; the previous commit's pages must be durable before only its
-  // own record is left to redo them.
-  if (pages_dirty_ && ::fdatasync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
-  pages_dirty_ = false;
   const uint64_t seq = seq_ + 1;
-  const int fd = jfd_[seq % 2];
+  const int slot = int(seq % kSlots);
+  // The record about to be overwritten must have its pages on disk.
+  if (slot_seq_[slot] > synced_seq_) {
+    if (::fdatasync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
+    synced_seq_ = seq_;
+  }
+  const int fd = jfd_[slot];
   const std::string text = format_position(p);
   uint8_t b[12];
   std::memcpy(b, "LTXJ", 4);
   put64(b + 4, seq);
+  slot_seq_[slot] = 0;  // torn until synced
   write_record(fd, 0, std::string(reinterpret_cast<char*>(b), 12), text, changes,
                [](uint32_t, uint64_t ck) { return ck; });
-  if (::fdatasync(fd) != 0) fail_errno("fsync " + dir_ + "/journal." + std::to_string(seq % 2));
+  if (::fdatasync(fd) != 0) fail_errno("fsync " + dir_ + "/journal." + std::to_string(slot));
+  slot_seq_[slot] = seq;
   changes.for_each([&](uint32_t pgno, uint64_t ck) {
     put64(b, ck);
     pwrite_all(pages_fd_, b, 8, uint64_t(pgno - 1) * 8);
   });
-  pages_dirty_ = !changes.empty();
   seq_ = seq;
   pos_ = p;
   // For people and scripts: the journals are the state, this is a copy,
@@ -462,13 +479,14 @@ void PageState::replay_journal() {
         const uint8_t* q = d + 4 + tl + 8;
         for (uint64_t i = 0; i < n; i++, q += 12) ch.emplace_back(get32(q), get64(q + 4));
         write_pages(ch);
+        if (::fdatasync(pages_fd_) != 0) fail_errno("fsync " + dir_ + "/pages");
         write_atomic(dir_ + "/position", text);
       }
     }
   }
   // A torn journal was never followed by page writes: dropping it is safe.
   if (::unlink((dir_ + "/journal").c_str()) != 0) fail_errno("remove journal");
-  // Only the two journals from here on.
+  // Only the journal ring from here on.
 }
 
 bool resume_from_ack(PageState& st, const std::string& ack, Position* adopt) {

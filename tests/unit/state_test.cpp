@@ -1,4 +1,4 @@
-// PageState: the two alternating journal records survive a torn write.
+// PageState: the ring of journal records survives a torn write and lost page writes.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -59,8 +59,8 @@ TEST(PageState, TornRecordFallsBackToThePreviousCommit) {
     st.commit(pos(1), V{{1, 11}, {2, 12}});
     st.commit(pos(2), V{{2, 22}});
   }
-  // Commit 3 would go to journal.1 (sequence 3): half of a record there.
-  std::string slot = d.path + "/journal.1";
+  // Commit 3 would go to journal.3 (sequence 3): half of a record there.
+  std::string slot = d.path + "/journal.3";
   int fd = ::open(slot.c_str(), O_WRONLY);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::pwrite(fd, "LTXJ\0\0\0\0\0\0\0\3garbage", 19, 0), 19);
@@ -89,4 +89,58 @@ TEST(PageState, PagesAreRedoneFromTheNewestRecord) {
   ltx::PageState st(d.path);
   EXPECT_EQ(st.position().txid, 2u);
   EXPECT_EQ(st.get(2), 22u);
+}
+
+namespace {
+void zero_page(const std::string& dir, uint32_t pgno) {
+  int fd = ::open((dir + "/pages").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "\0\0\0\0\0\0\0\0", 8, off_t(pgno - 1) * 8), 8);
+  ::close(fd);
+}
+}  // namespace
+
+// The pages file is synced only before a slot is reused: the page writes of
+// up to eight commits may be lost, and all of them are redone, in order.
+TEST(PageState, PagesOfEveryUnsyncedRecordAreRedone) {
+  TmpDir d;
+  {
+    ltx::PageState st(d.path);
+    for (uint64_t k = 1; k <= 12; k++) st.commit(pos(k), V{{1, 100 + k}, {uint32_t(k + 1), 1000 + k}});
+  }
+  // Commit 9 synced the pages of 1..8; lose what 9..12 wrote.
+  for (uint32_t pg : {1u, 10u, 11u, 12u, 13u}) zero_page(d.path, pg);
+  ltx::PageState st(d.path);
+  EXPECT_EQ(st.position().txid, 12u);
+  EXPECT_EQ(st.get(1), 112u);  // the newest of the records that set it
+  for (uint64_t k = 1; k <= 12; k++) EXPECT_EQ(st.get(uint32_t(k + 1)), 1000 + k) << "page " << k + 1;
+}
+
+// Only the consecutive run ending at the newest record is replayed: an older
+// intact record before a gap is durable, and replaying it would undo a newer
+// durable value.
+TEST(PageState, RecordsBeforeAGapAreNotReplayed) {
+  TmpDir d;
+  {
+    ltx::PageState st(d.path);
+    for (uint64_t k = 1; k <= 10; k++) st.commit(pos(k), V{{k <= 6 ? 5u : 6u, 10 * k}});
+  }
+  // Slots now hold 3..10, page 5 is 60 (record 6) and page 6 is 100. Break
+  // record 6: the run is 7..10, and replaying 3..5 would set page 5 to 50.
+  int fd = ::open((d.path + "/journal.6").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "XXXX", 4, 0), 4);
+  ::close(fd);
+  zero_page(d.path, 6);
+  {
+    ltx::PageState st(d.path);
+    EXPECT_EQ(st.position().txid, 10u);
+    EXPECT_EQ(st.get(5), 60u);
+    EXPECT_EQ(st.get(6), 100u);
+    for (uint64_t k = 11; k <= 30; k++) st.commit(pos(k), V{{5, 10 * k}});
+  }
+  ltx::PageState st(d.path);
+  EXPECT_EQ(st.position().txid, 30u);
+  EXPECT_EQ(st.get(5), 300u);
+  EXPECT_EQ(st.get(6), 100u);
 }

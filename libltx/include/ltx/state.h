@@ -1,13 +1,15 @@
 // state.h - the encoder's page state: position plus one checksum per page.
 //
 // A state directory holds
-//   journal.0  redo records of the last two commits, alternating (commit k
-//   journal.1  in journal.(k % 2)): sequence, position (txid, checksum,
-//              page size, commit, WAL cursor of the last LTX file emitted)
-//              and the page checksums it changed, with an xxh64. The valid
-//              record with the highest sequence is the state; it is replayed
-//              on open. A commit costs two syncs: the previous commit's
-//              pages, then its own record.
+//   journal.0  redo records of the last eight commits, in a ring (commit k
+//   ..         in journal.(k % 8)): sequence, position (txid, checksum,
+//   journal.7  page size, commit, WAL cursor of the last LTX file emitted)
+//              and the page checksums it changed, with an xxh64. On open the
+//              valid records with consecutive sequences up to the highest
+//              are replayed in order; the highest is the state. A slot is
+//              overwritten only once the pages of its record are synced, so
+//              a commit costs one sync (its record) and, every seventh
+//              commit, a second (the pages written since the last one).
 //   pages      8 bytes a page (u64be page checksum, 0 = absent), read and
 //              written with pread/pwrite, so memory stays flat for any size
 //   position   a copy of the position as text, for people and scripts;
@@ -94,9 +96,11 @@ class PageState {
   int undo_fd_ = -1;
   int pos_fd_ = -1;         // the position copy, opened at the first commit
   size_t pos_len_ = SIZE_MAX;
-  int jfd_[2] = {-1, -1};
-  uint64_t seq_ = 0;          // sequence of the newest journal record
-  bool pages_dirty_ = false;  // pages written since the last sync
+  static constexpr int kSlots = 8;
+  int jfd_[kSlots] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  uint64_t slot_seq_[kSlots] = {};  // sequence of the valid record in each slot (0: none)
+  uint64_t seq_ = 0;                // sequence of the newest journal record
+  uint64_t synced_seq_ = 0;         // pages of records up to this one are durable
   Position pos_;
 };
 
