@@ -97,6 +97,40 @@ PY
   grep -q '^txid 0000000000000002$' "$T/st/position"
 }
 
+@test "encode -wal: an uncommitted transaction rewriting committed pages does not replace them" {
+  # One committed UPDATE of every row, then an open one that spills frames
+  # of the same pages into the WAL: the file keeps the committed pages.
+  python3 - "$T" <<'PY'
+import os, shutil, sqlite3, sys
+d = sys.argv[1]
+a = sqlite3.connect(d + "/u.db", isolation_level=None)
+a.execute("pragma journal_mode=wal")
+a.execute("pragma wal_autocheckpoint=0")
+a.execute("create table t(id integer primary key, v blob)")
+a.execute("with recursive s(i) as (select 1 union all select i + 1 from s where i < 50) "
+          "insert into t select i, randomblob(3000) from s")
+a.execute("pragma wal_checkpoint(truncate)")
+shutil.copyfile(d + "/u.db", d + "/pre.db")
+a.execute("update t set v = randomblob(3000)")
+committed = os.path.getsize(d + "/u.db-wal")
+a.execute("pragma cache_size=2")
+a.execute("begin")
+a.execute("update t set v = randomblob(3000)")
+assert os.path.getsize(d + "/u.db-wal") > committed * 3 // 2, "no spill"
+shutil.copyfile(d + "/u.db", d + "/cap.db")
+shutil.copyfile(d + "/u.db-wal", d + "/cap.db-wal")
+PY
+  cp "$T/cap.db" "$T/exp.db"; cp "$T/cap.db-wal" "$T/exp.db-wal"
+  sqlite3 "$T/exp.db" "pragma wal_checkpoint(truncate)" > /dev/null
+  ltx-encode --db "$T/pre.db" > "$T/s.ltx"
+  ltx-encode --txid 2 < "$T/cap.db-wal" > "$T/d.ltx"
+  ltx-apply "$T/out.db" "$T/s.ltx" "$T/d.ltx"
+  cmp "$T/out.db" "$T/exp.db"
+  ltx-encode --per-txn --txid 2 < "$T/cap.db-wal" > "$T/p.ltx"
+  ltx-apply "$T/out2.db" "$T/s.ltx" "$T/p.ltx"
+  cmp "$T/out2.db" "$T/exp.db"
+}
+
 @test "encode -wal: a flipped byte in a committed frame exits 3 and writes nothing" {
   python3 "$REPO_ROOT/tests/tools/capture-wal.py" "$T"
   python3 -c "

@@ -127,7 +127,7 @@ int TxnEncoder::run(wal::EventReader& r) {
     switch (e.type) {
       case wal::Event::End:
         if (resync_pending_) emit_resync();
-        entries_.resize(committed_);  // an uncommitted tail is never emitted
+        drop_pending();  // an uncommitted tail is never emitted
         flush_batch();
         return files_;
       case wal::Event::Frame:
@@ -135,7 +135,7 @@ int TxnEncoder::run(wal::EventReader& r) {
         break;
       case wal::Event::ResyncBegin:
         if (resync_pending_) emit_resync();
-        entries_.resize(committed_);
+        drop_pending();
         flush_batch();
         in_resync_ = true;
         resync_pages_.reset(new Changes(tmpdir_));
@@ -173,8 +173,7 @@ void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t 
   Changes changes(state_->dir());
   uint64_t ck = kChecksumFlag;
   each([&](uint32_t pgno, uint32_t slot) {
-    if (pread_full(spool_fd_, page.data(), ps, uint64_t(slot) * ps) != ps)
-      fail_runtime("spool file: short read");
+    spool_read(slot, page.data());
     uint64_t pc = page_checksum(pgno, page.data(), ps);
     ck = fold(ck, pc);
     changes.add(pgno, pc);
@@ -194,12 +193,56 @@ void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t 
   state_->commit(pos, changes);
   next_txid_ = pos.txid + 1;
   resync_pages_.reset();
-  slots_ = 0;
+  clear_batch();
 }
 
 void TxnEncoder::emit_resync() {
   resync_pending_ = false;
   emit(resync_commit_, true);
+}
+
+uint32_t TxnEncoder::alloc_slot() {
+  if (free_.empty()) return slots_++;
+  uint32_t s = free_.back();
+  free_.pop_back();
+  return s;
+}
+
+void TxnEncoder::spool_write(uint32_t slot, const uint8_t* page) {
+  const uint32_t ps = page_size_;
+  if (mem_slots_ == 0) mem_slots_ = std::max<uint32_t>(1, (256u << 10) / ps);
+  if (slot < mem_slots_) {
+    if (mem_.size() < size_t(slot + 1) * ps) mem_.resize(std::min<size_t>(size_t(mem_slots_) * ps, std::max<size_t>(mem_.size() * 2, size_t(slot + 1) * ps)));
+    std::memcpy(mem_.data() + size_t(slot) * ps, page, ps);
+    return;
+  }
+  pwrite_all(spool_fd_, page, ps, uint64_t(slot - mem_slots_) * ps);
+}
+
+void TxnEncoder::spool_read(uint32_t slot, uint8_t* page) {
+  const uint32_t ps = page_size_;
+  if (slot < mem_slots_) {
+    std::memcpy(page, mem_.data() + size_t(slot) * ps, ps);
+    return;
+  }
+  if (pread_full(spool_fd_, page, ps, uint64_t(slot - mem_slots_) * ps) != ps) fail_runtime("spool file: short read");
+}
+
+// Forget the frames of the transaction not yet committed.
+void TxnEncoder::drop_pending() {
+  for (size_t i = committed_; i < entries_.size(); i++) free_.push_back(entries_[i].slot);
+  entries_.resize(committed_);
+  pending_.clear();
+}
+
+void TxnEncoder::clear_batch() {
+  entries_.clear();
+  where_.clear();
+  pending_.clear();
+  free_.clear();
+  committed_ = 0;
+  commit_ = 0;
+  slots_ = 0;
 }
 
 void TxnEncoder::on_frame(const wal::Event& e) {
@@ -211,18 +254,42 @@ void TxnEncoder::on_frame(const wal::Event& e) {
     salt2_ = e.salt2;
   } else if (e.salt1 != salt1_ || e.salt2 != salt2_) {
     // A new WAL generation: what is committed so far goes out first.
-    entries_.resize(committed_);
+    drop_pending();
     flush_batch();
     wal_first_ = e.wal_offset;
     salt1_ = e.salt1;
     salt2_ = e.salt2;
   }
-  pwrite_all(spool_fd_, e.data, page_size_, uint64_t(slots_) * page_size_);
-  entries_.push_back({e.pgno, slots_++});
+  // A page written again within its transaction is overwritten in place; a
+  // page of an earlier transaction of the batch gets a new slot, which
+  // replaces the old one when this transaction commits (until then the
+  // batch may still go out without it).
+  auto it = pending_.find(e.pgno);
+  if (it != pending_.end()) {
+    spool_write(entries_[it->second].slot, e.data);
+  } else {
+    uint32_t slot = alloc_slot();
+    spool_write(slot, e.data);
+    pending_.emplace(e.pgno, uint32_t(entries_.size()));
+    entries_.push_back({e.pgno, slot});
+  }
   wal_end_ = e.wal_offset + wal::kFrameHeaderSize + page_size_;
   if (e.timestamp) ts_ = e.timestamp;
   if (e.commit != 0) {
-    committed_ = entries_.size();
+    const size_t n = entries_.size();
+    for (size_t i = committed_; i < n; i++) {
+      const Entry en = entries_[i];
+      auto c = where_.find(en.pgno);
+      if (c != where_.end()) {
+        free_.push_back(entries_[c->second].slot);
+        entries_[c->second].slot = en.slot;
+      } else {
+        where_.emplace(en.pgno, uint32_t(committed_));
+        entries_[committed_++] = en;
+      }
+    }
+    entries_.resize(committed_);
+    pending_.clear();
     commit_ = e.commit;
     if (opt_.per_txn) {
       bool more = false;
@@ -248,36 +315,29 @@ void TxnEncoder::on_resync_page(const wal::Event& e) {
   if (state_ && state_->initialized() &&
       state_->get(e.pgno) == page_checksum(e.pgno, e.data, page_size_))
     return;
-  pwrite_all(spool_fd_, e.data, page_size_, uint64_t(slots_) * page_size_);
+  spool_write(slots_, e.data);
   resync_pages_->add(e.pgno, slots_++);
 }
 
 void TxnEncoder::flush_batch() {
   if (committed_ == 0) {
-    entries_.clear();
-    slots_ = 0;
+    clear_batch();
     return;
   }
   emit(commit_, false);
 }
 
-// Writes entries_[0..committed_) as one LTX file (last frame of a page wins),
-// then updates the state. Uncommitted entries stay for the next batch.
+// Writes entries_[0..committed_) (one per page, the last frame of each) as
+// one LTX file, then updates the state. Nothing uncommitted is left then.
 void TxnEncoder::emit(uint32_t commit, bool resync) {
-  // A batch: in place, no copies, sort the committed prefix by page then
-  // spool slot (frame order), keep the last frame of each page within the
-  // commit size; the uncommitted rest stays. A resync is in page order
-  // already (the stream reader checks), one page each.
+  // A batch: in place, sort by page, keep the pages within the commit
+  // size. A resync is in page order already (the stream reader checks).
   size_t npages = 0;
   if (!resync) {
-    const auto cend = entries_.begin() + long(committed_);
-    std::sort(entries_.begin(), cend, [](const Entry& a, const Entry& b) {
-      return a.pgno != b.pgno ? a.pgno < b.pgno : a.slot < b.slot;
-    });
-    for (size_t i = 0; i < committed_; i++) {
-      if (i + 1 < committed_ && entries_[i + 1].pgno == entries_[i].pgno) continue;
+    if (committed_ != entries_.size()) fail_runtime("encoder: uncommitted frames at a file boundary");
+    std::sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) { return a.pgno < b.pgno; });
+    for (size_t i = 0; i < committed_; i++)
       if (entries_[i].pgno <= commit) entries_[npages++] = entries_[i];
-    }
   }
   const PageRange pages{entries_.data(), entries_.data() + npages};
   auto each = [&](const PageFn& fn) {
@@ -294,7 +354,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   if (resync && have_state && no_pages && commit == prev.commit) {
     // The destination already has exactly this database: nothing to send.
     resync_pages_.reset();
-    slots_ = 0;
+    clear_batch();
     return;
   }
   if (resync && !have_state && state_ && opt_.adopt.txid != 0) {
@@ -355,8 +415,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   FdWriter lout(lfd);
   Encoder enc(lout, h, tmpdir_);
   each([&](uint32_t pgno, uint32_t slot) {
-    if (pread_full(spool_fd_, page.data(), ps, uint64_t(slot) * ps) != ps)
-      fail_runtime("spool file: short read");
+    spool_read(slot, page.data());
     if (pgno == lock) fail_integrity("lock page " + std::to_string(pgno) + " in a transaction");
     if (checksummed) {
       if (pgno > old_n) {
@@ -405,18 +464,8 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     if (read_position_file(opt_.ack_path, &acked)) state_->trim_undo(acked.txid);
   }
   next_txid_++;
-  if (resync) {
-    resync_pages_.reset();
-    slots_ = 0;
-    wal_first_ = wal_end_;
-    return;
-  }
-  // Frames after the last commit wait for the next batch (in practice the
-  // batch is cut at a commit frame, so this tail is empty).
-  entries_.erase(entries_.begin(), entries_.begin() + long(committed_));
-  committed_ = 0;
-  commit_ = 0;
-  if (entries_.empty()) slots_ = 0;
+  resync_pages_.reset();
+  clear_batch();
   wal_first_ = wal_end_;
 }
 

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ltx/io.h"
@@ -39,19 +40,21 @@ struct EncodeOptions {
   // ones behind it (group commit under load, one file per transaction when
   // idle), up to max_batch_frames frames in a file.
   std::function<bool(int wait_ms)> input_ready;
-  uint32_t max_batch_frames = 16384;
+  uint32_t max_batch_frames = 16384;  // distinct pages, in fact
   // Under load (the last file held several transactions), files at most
   // this often: a commit that follows the last file sooner waits out the
-  // rest of the interval for company. Each file costs two syncs of the
+  // rest of the interval for company. Each file costs a sync of the
   // state; a lone transaction after a quiet spell goes out at once.
   int min_interval_ms = 5;
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.
-// Pages are spooled to an unlinked temp file, so memory is ~8 bytes a frame
-// of a batch (at most max_batch_frames); a resync's pages, already in page
-// order, are listed in a Changes spill, so any database size costs flat
-// memory.
+// A batch keeps one spool slot per page (a frame of a page the batch holds
+// already overwrites it once its transaction commits): the first 256 KiB of
+// slots in memory, the rest in an unlinked temp file, so memory is ~40
+// bytes a page of a batch (at most max_batch_frames pages); a resync's
+// pages, already in page order, are listed in a Changes spill, so any
+// database size costs flat memory.
 class TxnEncoder {
  public:
   TxnEncoder(Writer& out, PageState* state, const EncodeOptions& opt, const std::string& tmpdir);
@@ -65,6 +68,11 @@ class TxnEncoder {
   void flush_batch();
   void emit(uint32_t commit, bool resync);
   void emit_resync();
+  uint32_t alloc_slot();
+  void spool_write(uint32_t slot, const uint8_t* page);
+  void spool_read(uint32_t slot, uint8_t* page);
+  void drop_pending();
+  void clear_batch();
   struct Entry {
     uint32_t pgno;
     uint32_t slot;
@@ -87,8 +95,15 @@ class TxnEncoder {
   uint32_t slots_ = 0;
   int64_t last_emit_ms_ = 0;
   uint32_t batch_txns_ = 0, last_batch_txns_ = 0;  // transactions in this / the last file
+  // entries_[0..committed_): one per page of the committed transactions
+  // (index by page in where_); the rest: one per page of the transaction
+  // not yet committed (in pending_).
   std::vector<Entry> entries_;
-  size_t committed_ = 0;        // entries_[0..committed_) belong to committed txns
+  size_t committed_ = 0;
+  std::unordered_map<uint32_t, uint32_t> where_, pending_;
+  std::vector<uint32_t> free_;  // slots of superseded pages
+  std::vector<uint8_t> mem_;    // the first mem_slots_ slots
+  uint32_t mem_slots_ = 0;
   uint32_t commit_ = 0;         // db size after the last committed txn in the batch
   uint64_t wal_first_ = 0, wal_end_ = 0;
   uint32_t salt1_ = 0, salt2_ = 0;
