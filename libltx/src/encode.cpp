@@ -192,7 +192,6 @@ void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t 
   pos.wal_offset = cursor_offset_;
   state_->commit(pos, changes);
   next_txid_ = pos.txid + 1;
-  resync_pages_.reset();
   clear_batch();
 }
 
@@ -212,7 +211,8 @@ void TxnEncoder::spool_write(uint32_t slot, const uint8_t* page) {
   const uint32_t ps = page_size_;
   if (mem_slots_ == 0) mem_slots_ = std::max<uint32_t>(1, (256u << 10) / ps);
   if (slot < mem_slots_) {
-    if (mem_.size() < size_t(slot + 1) * ps) mem_.resize(std::min<size_t>(size_t(mem_slots_) * ps, std::max<size_t>(mem_.size() * 2, size_t(slot + 1) * ps)));
+    const size_t need = size_t(slot + 1) * ps;  // grown by doubling: a small batch touches little
+    if (mem_.size() < need) mem_.resize(std::min(size_t(mem_slots_) * ps, std::max(need, mem_.size() * 2)));
     std::memcpy(mem_.data() + size_t(slot) * ps, page, ps);
     return;
   }
@@ -235,7 +235,9 @@ void TxnEncoder::drop_pending() {
   pending_.clear();
 }
 
+// Forget the batch (or the resync) just written or found empty.
 void TxnEncoder::clear_batch() {
+  resync_pages_.reset();
   entries_.clear();
   where_.clear();
   pending_.clear();
@@ -353,7 +355,6 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   const uint32_t lock = lock_pgno(ps);
   if (resync && have_state && no_pages && commit == prev.commit) {
     // The destination already has exactly this database: nothing to send.
-    resync_pages_.reset();
     clear_batch();
     return;
   }
@@ -464,7 +465,6 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     if (read_position_file(opt_.ack_path, &acked)) state_->trim_undo(acked.txid);
   }
   next_txid_++;
-  resync_pages_.reset();
   clear_batch();
   wal_first_ = wal_end_;
 }
