@@ -563,12 +563,16 @@ void Tailer::sync_fd(int fd, const std::string& name) {
 // done before: copy and backfill up to our own mark (the main loop has
 // backfilled in quarter steps already), sync the database file and the WAL,
 // copy again. Under the lock only the frames of the last moment remain to
-// copy, backfill and sync: about half a millisecond.
+// copy, backfill and sync: about half a millisecond. Each of those syncs
+// takes up to a few milliseconds, so frames committed meanwhile are copied
+// between them (our read transaction still holds them), not all at the end.
 void Tailer::force_restart() {
   advance();
   if (slot0_) return;
   checkpoint(false);
+  copy();
   sync_fd(dbfd_, o_.db);
+  copy();
   {
     int fd = open_wal();
     struct Closer { int fd; ~Closer() { if (fd >= 0) ::close(fd); } } closer{fd};
