@@ -45,7 +45,7 @@ struct EncodeOptions {
   // this often: a commit that follows the last file sooner waits out the
   // rest of the interval for company. Each file costs a sync of the
   // state; a lone transaction after a quiet spell goes out at once.
-  int min_interval_ms = 5;
+  int min_interval_ms = 3;
 };
 
 // Groups the committed transactions of a WAL or WAL stream into LTX files.
