@@ -296,7 +296,7 @@ void TxnEncoder::on_frame(const wal::Event& e) {
     if (opt_.per_txn) {
       bool more = false;
       batch_txns_++;
-      if (opt_.input_ready && committed_ < opt_.max_batch_frames) {
+      if (opt_.input_ready && committed_ < opt_.max_batch_pages) {
         // Wait for company only under load: the last file held several
         // transactions and went out less than min_interval_ms ago. A batch
         // of several transactions goes out once that interval has passed,

@@ -38,9 +38,9 @@ struct EncodeOptions {
   // per_txn: when this says more input is ready within wait_ms (0: right
   // now), a committed transaction waits to share the next LTX file with the
   // ones behind it (group commit under load, one file per transaction when
-  // idle), up to max_batch_frames frames in a file.
+  // idle), up to max_batch_pages distinct pages in a file.
   std::function<bool(int wait_ms)> input_ready;
-  uint32_t max_batch_frames = 16384;  // distinct pages, in fact
+  uint32_t max_batch_pages = 16384;
   // Under load (the last file held several transactions), files at most
   // this often: a commit that follows the last file sooner waits out the
   // rest of the interval for company. Each file costs a sync of the
@@ -52,7 +52,7 @@ struct EncodeOptions {
 // A batch keeps one spool slot per page (a frame of a page the batch holds
 // already overwrites it once its transaction commits): the first 256 KiB of
 // slots in memory, the rest in an unlinked temp file, so memory is ~40
-// bytes a page of a batch (at most max_batch_frames pages); a resync's
+// bytes a page of a batch (at most max_batch_pages pages); a resync's
 // pages, already in page order, are listed in a Changes spill, so any
 // database size costs flat memory.
 class TxnEncoder {

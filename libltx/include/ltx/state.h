@@ -8,7 +8,7 @@
 //              valid records with consecutive sequences up to the highest
 //              are replayed in order; the highest is the state. A slot is
 //              overwritten only once the pages of its record are synced, so
-//              a commit costs one sync (its record) and, every seventh
+//              a commit costs one sync (its record) and, every eighth
 //              commit, a second (the pages written since the last one).
 //   pages      8 bytes a page (u64be page checksum, 0 = absent), read and
 //              written with pread/pwrite, so memory stays flat for any size
