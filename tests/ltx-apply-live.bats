@@ -57,13 +57,13 @@ state_of() { echo "$(sha "$1") $(sha "$1-ltx/state")"; }
 import sqlite3, time
 c = sqlite3.connect('$T/r.db', isolation_level=None)
 c.execute('BEGIN'); c.execute('SELECT count(*) FROM sqlite_master').fetchall()
-open('$T/holding', 'w').close(); time.sleep(3)" & holder=$!
+open('$T/holding', 'w').close(); time.sleep(60)" & holder=$!
   KILL_PIDS="$holder"
-  for _ in $(seq 1 50); do [ -e "$T/holding" ] && break; sleep 0.1; done
+  for _ in $(seq 1 600); do [ -e "$T/holding" ] && break; sleep 0.1; done
   run ltx-apply --live --busy-timeout 300 "$T/r.db" "$C/0000000000000002-0000000000000002.ltx"
   assert_failure 1
   assert_output --partial "database is locked"
-  wait "$holder"
+  kill "$holder"; wait "$holder" || true
   [ "$(state_of "$T/r.db")" = "$before" ]
   ltx-apply --live "$T/r.db" "$C/0000000000000002-0000000000000002.ltx"
 }

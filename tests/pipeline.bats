@@ -18,8 +18,8 @@ teardown() {  # nothing outlives a failed test
   true
 }
 
-wait_for_count() {  # wait_for_count URL N: until a restore has N rows in t
-  for _ in $(seq 1 100); do
+wait_for_count() {  # wait_for_count URL N: until a restore has N rows in t (60 s)
+  for _ in $(seq 1 600); do
     rm -f "$T/probe.db"
     s3-get "$1" 2>/dev/null | ltx-apply "$T/probe.db" 2>/dev/null || true
     [ "$(sqlite3 "$T/probe.db" 'select count(*) from t' 2>/dev/null)" = "$2" ] && return 0

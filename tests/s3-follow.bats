@@ -43,6 +43,20 @@ wait_size() {
   done
 }
 ts_err() { cat "$T/err" >&3; }
+# wait_restores CMD: until CMD's output followed by $T/out (what the follower
+# streamed so far) restores the fixture's last state, db.100 (60 s).
+wait_restores() {
+  local i
+  for i in $(seq 1 300); do
+    rm -f "$T/w.db"
+    bash -c "set -o pipefail; { $1; cat '$T/out'; } | ltx-apply '$T/w.db'" 2>/dev/null &&
+      cmp -s "$T/w.db" "$CHAIN/db.100" && return 0
+    sleep 0.2
+  done
+  echo "the follower's output never restored db.100" >&2
+  cat "$T/err" >&2
+  return 1
+}
 # stop_follower: SIGTERM, expect exit 0
 stop_follower() {
   kill -TERM "$FPID"
@@ -52,22 +66,22 @@ stop_follower() {
   [ "$rc" -eq 0 ] || { echo "follower exit $rc" >&2; cat "$T/err" >&2; return 1; }
 }
 
-@test "s3-follow: new files from s3-put are streamed within ~2 intervals; SIGTERM exits 0" {
+@test "s3-follow: new files from s3-put are streamed in order as they arrive; SIGTERM exits 0" {
+  # Behaviour only: each file arrives, in order, within a generous bound.
+  # How soon (put to stdout, in intervals) is measured by bench/follow.
   for url in $(backends f); do
     put_l0 "$url" 1 50
     s3-get --follow --interval 1s -v "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
-    wait_size "$T/out" "$(bytes 1 50)" 10
+    wait_size "$T/out" "$(bytes 1 50)" 60
     for i in 51 52 53; do
       put_l0 "$url" "$i" "$i"
-      t0=$(date +%s%N)
-      wait_size "$T/out" "$(bytes 1 "$i")" 5
-      ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-      echo "TXID $i visible after $ms ms ($url)" >&3
-      [ "$ms" -le 2000 ] || { ts_err; false; }  # 2 intervals
+      wait_size "$T/out" "$(bytes 1 "$i")" 60 || { ts_err; false; }
+      files=(); for j in $(seq 1 "$i"); do files+=("$(l0 "$j")"); done
+      cat "${files[@]}" | cmp - "$T/out"  # exactly the files so far, in order
     done
     put_l0 "$url" 54 60
-    wait_size "$T/out" "$(bytes 1 60)" 5
+    wait_size "$T/out" "$(bytes 1 60)" 60
     stop_follower
     grep -q "stopped at TXID $(hex16 60)" "$T/err"
     rm -f "$T/r.db"
@@ -83,27 +97,34 @@ stop_follower() {
   start_proxy
   s3-get --follow --interval 250ms --endpoint "$PROXY" "$url" > "$T/out" 2> "$T/err" &
   FPID=$!
-  wait_size "$T/out" "$(bytes 1 20)" 10
+  wait_size "$T/out" "$(bytes 1 20)" 60
   sleep 0.5
+  t0=$(date +%s%N)
   : > "$PROXY_LOG"
   sleep 3
   cp "$PROXY_LOG" "$T/idle.log"
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   stop_follower
   n=$(grep -c . "$T/idle.log" || true)
-  echo "idle requests in 3 s at 250ms: $n" >&3
-  [ "$n" -ge 8 ] && [ "$n" -le 13 ]
+  echo "idle requests in $ms ms at 250ms: $n" >&3
+  # at most one per interval of the window (a busy machine may delay polls,
+  # never add them)
+  [ "$n" -ge 1 ] && [ "$n" -le $((ms / 250 + 1)) ]
   # every idle request is a ListObjectsV2 of level 0 starting after TXID 20
   [ "$(grep -cE '^GET /[^ ]*list-type=2[^ ]*start-after=[^ ]*0014-0000000000000014\.ltx' "$T/idle.log")" -eq "$n" ]
   # file://: the -v summary counts polls
   furl="file://$T/idlef"
   put_l0 "$furl" 1 5
+  t0=$(date +%s%N)
   s3-get --follow --interval 100ms -v "$furl" > "$T/out2" 2> "$T/err" &
   FPID=$!
+  wait_size "$T/out2" "$(bytes 1 5)" 60
   sleep 1.5
   stop_follower
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   polls=$(sed -n 's/.* \([0-9]*\) polls.*/\1/p' "$T/err")
-  echo "file:// polls in 1.5 s at 100ms: $polls" >&3
-  [ "$polls" -ge 5 ] && [ "$polls" -le 16 ]
+  echo "file:// polls in $ms ms at 100ms: $polls" >&3
+  [ "$polls" -ge 1 ] && [ "$polls" -le $((ms / 100 + 1)) ]
 }
 
 @test "s3-follow: --after resumes without re-downloading" {
@@ -111,7 +132,7 @@ stop_follower() {
     put_l0 "$url" 1 60
     s3-get --follow --after "$(hex16 50)" --interval 100ms "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
-    wait_size "$T/out" "$(bytes 51 60)" 10
+    wait_size "$T/out" "$(bytes 51 60)" 60
     sleep 0.3
     stop_follower
     files=(); for i in $(seq 51 60); do files+=("$(l0 "$i")"); done
@@ -119,13 +140,13 @@ stop_follower() {
     # the TXID may be short hex; a position at the latest streams nothing
     s3-get --follow --after 3c --interval 100ms "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
-    sleep 0.5
+    sleep 1
     stop_follower
     [ ! -s "$T/out" ]
     # position 0 (ltx-apply --position of a new replica): restore first
     s3-get --follow --after 0000000000000000 --interval 100ms "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
-    wait_size "$T/out" "$(bytes 1 60)" 10
+    wait_size "$T/out" "$(bytes 1 60)" 60
     stop_follower
   done
 }
@@ -140,7 +161,7 @@ stop_follower() {
     FPID=$!
     want() { sqlite3 "$CHAIN/db.$1" "select count(*), sum(length(v)) from t"; }
     wait_q() {
-      for _ in $(seq 1 100); do
+      for _ in $(seq 1 600); do
         [ "$(sqlite3 "$T/r.db" "select count(*), sum(length(v)) from t" 2>/dev/null)" = "$(want "$1")" ] && return 0
         sleep 0.1
       done
@@ -153,8 +174,14 @@ stop_follower() {
     wait "$APID"
     [ "$(ltx-apply --position "$T/r.db")" = "$(hex16 45)" ]
     put_l0 "$url" 46 50
-    run bash -c "set -o pipefail; timeout -s TERM 2 s3-get --follow --after \"\$(ltx-apply --position '$T/r.db')\" \
-      --interval 100ms -v '$url' 2>'$T/err2' | ltx-apply --live '$T/r.db'"
+    rm -f "$T/p"; mkfifo "$T/p"
+    ltx-apply --live "$T/r.db" < "$T/p" 2> "$T/err" &
+    APID=$!
+    s3-get --follow --after "$(ltx-apply --position "$T/r.db")" --interval 100ms -v "$url" > "$T/p" 2> "$T/err2" &
+    FPID=$!
+    wait_q 50
+    stop_follower
+    wait "$APID"
     grep -q "stopped at TXID $(hex16 50): 5 files" "$T/err2"
     [ "$(sqlite3 "$T/r.db" "select count(*), sum(length(v)) from t")" = "$(want 50)" ]
     run sqlite3 "$T/r.db" "pragma integrity_check"
@@ -169,22 +196,16 @@ stop_follower() {
     # at TXID 50: levels 1 (51-60, 61-70, ...) bridge the missing level-0 files
     s3-get --follow --after 32 --interval 100ms -v "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
-    sleep 1.5
+    wait_restores "s3-get --txid 32 '$url'"
     stop_follower
     grep -q "continuing from TXID $(hex16 50)" "$T/err"
-    rm -f "$T/r.db"
-    bash -c "set -o pipefail; { s3-get --txid 32 '$url'; cat '$T/out'; } | ltx-apply '$T/r.db'"
-    cmp "$T/r.db" "$CHAIN/db.100"
     # at TXID 32 with 33 and level 1's 31-40 gone: only the snapshot at 50 continues
     s3-rm "$url" "0/$(hex16 33)-$(hex16 33).ltx" "1/$(hex16 31)-$(hex16 40).ltx"
     s3-get --follow --after 20 --interval 100ms -v "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
-    sleep 1.5
+    wait_restores :
     stop_follower
     grep -q "restarting from snapshot 9/$(hex16 1)-$(hex16 50).ltx" "$T/err"
-    rm -f "$T/r.db"
-    ltx-apply "$T/r.db" < "$T/out"
-    cmp "$T/r.db" "$CHAIN/db.100"
     # a gap nothing bridges: exit 3 naming it
     s3-rm "$url" "9/$(hex16 1)-$(hex16 50).ltx"
     run bash -c "s3-get --follow --after 20 '$url' > /dev/null"
@@ -204,7 +225,7 @@ stop_follower() {
   [ "${#lines[@]}" -eq 1 ]
   # idle when the reader leaves: noticed within an interval
   put_l0 "file://$T/pipe2" 1 1
-  run timeout 5 bash -c "s3-get --follow --interval 100ms 'file://$T/pipe2' 2>'$T/err' | { head -c 10 >/dev/null; sleep 0.5; }; echo \${PIPESTATUS[0]}"
+  run timeout 60 bash -c "s3-get --follow --interval 100ms 'file://$T/pipe2' 2>'$T/err' | { head -c 10 >/dev/null; sleep 0.5; }; echo \${PIPESTATUS[0]}"
   assert_output 1
 }
 

@@ -32,12 +32,36 @@ hold_open() {
 
 checkpoint_source() { sql "PRAGMA wal_checkpoint(TRUNCATE)"; }
 
-# wait_for FILE SIZE: until FILE is at least SIZE bytes (5 s)
+# wait_for FILE SIZE: until FILE is at least SIZE bytes (60 s)
 wait_for() {
-  for _ in $(seq 500); do
+  for _ in $(seq 3000); do
     [ -e "$1" ] && [ "$(stat -c %s "$1")" -ge "$2" ] && return 0
-    sleep 0.01
+    sleep 0.02
   done
+  echo "$1: never reached $2 bytes" >&2
+  return 1
+}
+
+# wait_grep PATTERN FILE: until FILE has a line matching PATTERN (60 s)
+wait_grep() {
+  for _ in $(seq 3000); do
+    grep -q -- "$1" "$2" 2>/dev/null && return 0
+    sleep 0.02
+  done
+  echo "$2: no line matching '$1'" >&2
+  return 1
+}
+
+# wait_quiet PID: until PID went a whole second without waking up (60 s):
+# start-up work (resync, idle checkpoint) is done however slow the machine.
+wakeups() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status"; }
+wait_quiet() {
+  local a b
+  for _ in $(seq 60); do
+    a=$(wakeups "$1"); sleep 1; b=$(wakeups "$1")
+    [ "$a" -eq "$b" ] && return 0
+  done
+  echo "pid $1 never went quiet" >&2
   return 1
 }
 
@@ -94,13 +118,17 @@ time.sleep(30)' &
 }
 
 @test "a page size change between runs is refused (exit 3): nothing emitted, the state unchanged" {
-  timeout -s TERM 1 wal-tail app.db | ltx-encode -s st > first.ltx || true
-  grep -q '^txid 0000000000000001$' st/position
+  mkfifo p
+  ltx-encode -s st < p > first.ltx &
+  wal-tail app.db > p &
+  TAIL_PID=$!
+  wait_grep '^txid 0000000000000001$' st/position
+  kill "$TAIL_PID"; wait; TAIL_PID=
   cp st/position before
   # Only possible with no reader: leave WAL mode, change the page size, return.
   sqlite3 app.db "PRAGMA journal_mode=DELETE; PRAGMA page_size=8192; VACUUM; PRAGMA journal_mode=WAL;" >/dev/null
   [ "$(sqlite3 app.db 'PRAGMA page_size')" = 8192 ]
-  run bash -c 'timeout -s TERM 2 wal-tail app.db | ltx-encode -s st > second.ltx'
+  run bash -c 'timeout -s TERM 60 wal-tail app.db | ltx-encode -s st > second.ltx'
   assert_failure 3
   assert_output "ltx-encode: page size changed from 4096 to 8192"
   [ ! -s second.ltx ]
@@ -110,7 +138,7 @@ time.sleep(30)' &
 @test "wal-tail stops with exit 1 when the database file is replaced" {
   wal-tail app.db > out 2> err &
   TAIL_PID=$!
-  sleep 0.5
+  wait_for out 1  # it has the file open
   cp app.db copy.db && mv copy.db app.db
   rc=0
   wait "$TAIL_PID" || rc=$?
@@ -134,15 +162,14 @@ time.sleep(30)' &
 @test "wal-tail follows commits across RESTART, TRUNCATE and VACUUM" {
   wal-tail app.db > stream 2> err &
   TAIL_PID=$!
-  sleep 0.3
+  wait_for stream 1
   sql "INSERT INTO t(v) VALUES(randomblob(5000))" \
       "PRAGMA wal_checkpoint(RESTART)" \
       "UPDATE t SET v=randomblob(300) WHERE id % 3 = 0" \
       "PRAGMA wal_checkpoint(TRUNCATE)" \
       "DELETE FROM t WHERE id % 2 = 0" "VACUUM" \
       "INSERT INTO t(v) VALUES(randomblob(100))"
-  sleep 0.5
-  kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
+  kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=  # stopping, it writes out every commit
   ltx-encode < stream > all.ltx
   ltx-apply restored.db < all.ltx
   checkpoint_source
@@ -152,8 +179,10 @@ time.sleep(30)' &
 @test "wal-tail keeps the WAL bounded under a writer that never pauses" {
   # A reader always present keeps SQLite from restarting the WAL; wal-tail
   # pauses writers for a moment to let it restart (without that: ~1 GB in 5 s).
-  wal-tail -v app.db 2> err | ltx-encode -s st > all.ltx &
-  TAIL_PID=$(pgrep -n -f "wal-tail -v app.db")
+  mkfifo p
+  ltx-encode -s st < p > all.ltx &
+  wal-tail -v app.db 2> err > p &
+  TAIL_PID=$!
   wait_for all.ltx 100
   python3 - > walmax <<'PY'
 import os, sqlite3, time
@@ -183,7 +212,7 @@ b = open("app.db-wal", "rb").read(32)
 print("%08x:%08x:%d" % (struct.unpack(">I", b[16:20])[0], struct.unpack(">I", b[20:24])[0], os.path.getsize("app.db-wal")))')
   wal-tail -v --from "$pos" app.db > out 2> err &
   TAIL_PID=$!
-  sleep 0.5
+  wait_grep "resume at frame" err
   kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
   run cat err
   assert_output --partial "resume at frame"
@@ -193,7 +222,7 @@ print("%08x:%08x:%d" % (struct.unpack(">I", b[16:20])[0], struct.unpack(">I", b[
   assert_failure 2
   wal-tail -v --from 00000001:00000002:32 app.db > out 2> err &
   TAIL_PID=$!
-  sleep 0.5
+  wait_grep "resync" err
   kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
   run cat err
   assert_output --partial "resync"
@@ -202,7 +231,8 @@ print("%08x:%08x:%d" % (struct.unpack(">I", b[16:20])[0], struct.unpack(">I", b[
 @test "wal-tail is silent and uses no CPU while the database is idle" {
   wal-tail app.db > out &
   TAIL_PID=$!
-  sleep 2          # initial resync and idle checkpoint
+  wait_for out 1
+  wait_quiet "$TAIL_PID"  # initial resync and idle checkpoint done
   size=$(stat -c %s out)
   t0=$(awk '{print $14 + $15}' "/proc/$TAIL_PID/stat")
   sleep 4
@@ -215,64 +245,74 @@ print("%08x:%08x:%d" % (struct.unpack(">I", b[16:20])[0], struct.unpack(">I", b[
 @test "wal-tail drops its inotify watch under a stream of commits, and sleeps again after it" {
   wal-tail app.db > out &
   TAIL_PID=$!
-  sleep 1
+  wait_for out 1
+  wait_quiet "$TAIL_PID"
   # The watch costs the writer an event per write(): /proc fdinfo lists it.
+  # wal-tail drops it when a copy finds 8 frames or more; every commit here
+  # writes 10 pages or more, so whichever copy finds a commit drops it, on
+  # any disk and under any load. Bounds are generous: behaviour, not speed
+  # (the writer's cost is measured by bench/tail).
   run python3 - "$TAIL_PID" <<'PY'
 import os, sqlite3, sys, time
 pid = sys.argv[1]
 fd = next(f for f in os.listdir("/proc/%s/fd" % pid) if os.readlink("/proc/%s/fd/%s" % (pid, f)) == "anon_inode:inotify")
 def watched():
     return "inotify wd:" in open("/proc/%s/fdinfo/%s" % (pid, fd)).read()
+def wakeups():
+    return next(int(l.split()[1]) for l in open("/proc/%s/status" % pid) if l.startswith("voluntary_ctxt_switches"))
 before = watched()
 c = sqlite3.connect("app.db", isolation_level=None)
-end = time.time() + 1.5; during = []
-while time.time() < end:
-    for _ in range(200): c.execute("INSERT INTO t(v) VALUES(randomblob(60))")
-    during.append(watched())
-time.sleep(2.5)  # quiet: the watch is back, the idle checkpoint done
-sw = lambda: sum(int(l.split()[1]) for l in open("/proc/%s/status" % pid) if "ctxt_switches" in l)
-s0 = sw(); time.sleep(2); wakeups = sw() - s0
-after = watched()
+c.execute("PRAGMA synchronous=OFF")
+dropped, n, end = False, 0, time.time() + 60
+while not dropped and time.time() < end:
+    c.execute("BEGIN")
+    for _ in range(10): c.execute("INSERT INTO t(v) VALUES(randomblob(3000))")
+    c.execute("COMMIT"); n += 1
+    dropped = not watched()
+# quiet: the watch comes back, and wal-tail goes a whole second without waking
+back = quiet = False
+end = time.time() + 60
+while not (back and quiet) and time.time() < end:
+    back = watched()
+    w0 = wakeups(); time.sleep(1); quiet = wakeups() == w0
 size = os.path.getsize("out")
 c.execute("INSERT INTO t(v) VALUES(randomblob(200))")
-t0 = time.perf_counter()
-while os.path.getsize("out") == size and time.perf_counter() - t0 < 2:
-    time.sleep(0.0002)
-lat = time.perf_counter() - t0
-print("watched before %s, during the burst %d of %d samples, after %s; %d wakeups in 2 s idle; next commit out in %.1f ms"
-      % (before, sum(during), len(during), after, wakeups, lat * 1e3))
-ok = before and after and sum(during) <= len(during) // 4 and wakeups <= 10 and lat < 0.1
-sys.exit(0 if ok else 1)
+end = time.time() + 60
+while os.path.getsize("out") == size and time.time() < end:
+    time.sleep(0.001)
+arrived = os.path.getsize("out") > size
+print("watched before %s; dropped after %d commits %s; back %s, quiet %s; next commit out %s"
+      % (before, n, dropped, back, quiet, arrived))
+sys.exit(0 if before and dropped and back and quiet and arrived else 1)
 PY
   echo "# $output" >&3
   assert_success
 }
 
-@test "wal-tail: commit-to-stdout latency" {
+@test "wal-tail: every commit reaches stdout, one after another, and the stream restores the database" {
+  # How soon (commit-to-stdout latency) is measured by bench/tail.
   wal-tail app.db > out &
   TAIL_PID=$!
-  sleep 1
+  wait_for out 1
   run python3 - <<'PY'
 import os, sqlite3, time
 c = sqlite3.connect("app.db", isolation_level=None)
-lat = []
 for i in range(200):
     size = os.path.getsize("out")
     c.execute("INSERT INTO t(v) VALUES(randomblob(200))")
-    t0 = time.perf_counter()
+    end = time.time() + 60
     while os.path.getsize("out") == size:
-        if time.perf_counter() - t0 > 2:
+        if time.time() > end:
             raise SystemExit("commit %d never reached stdout" % i)
         time.sleep(0.0002)
-    lat.append(time.perf_counter() - t0)
     time.sleep(0.005)
-lat.sort()
-print("p50 %.2f ms p99 %.2f ms max %.2f ms" % (lat[100] * 1e3, lat[198] * 1e3, lat[-1] * 1e3))
-if lat[198] > 0.05:
-    raise SystemExit("p99 too high")
 PY
-  echo "# latency after COMMIT returns: $output" >&3
   assert_success
+  kill "$TAIL_PID"; wait "$TAIL_PID"; TAIL_PID=
+  ltx-encode < out > all.ltx
+  ltx-apply restored.db < all.ltx
+  checkpoint_source
+  cmp app.db restored.db
 }
 
 @test "wal-tail torture (short): kill -9 and restart under random checkpoints" {

@@ -6,6 +6,12 @@
 load test_helper/common
 load test_helper/s3
 
+teardown() {  # nothing outlives a failed test
+  local j
+  for j in $(jobs -p); do kill "$j" 2>/dev/null; done
+  true
+}
+
 # mkdb DB: an empty WAL-mode database with table t.
 mkdb() {
   sqlite3 "$1" >/dev/null <<'SQL'
@@ -55,6 +61,32 @@ stop_watch() {
   wait "$pid"
 }
 
+# caught_up BASE NAME DB: until a restore of replica NAME under BASE equals
+# DB (60 s): whatever the machine's load, the watch has stored every commit.
+caught_up() {
+  local i
+  for i in $(seq 1 300); do
+    rm -f "$T/probe.db"
+    walsync restore "$2" -b "$1" -o "$T/probe.db" 2>/dev/null &&
+      [ "$(sqlite3 "$T/probe.db" .sha3sum)" = "$(sqlite3 "$3" .sha3sum)" ] && return 0
+    sleep 0.2
+  done
+  echo "$2: the replica never caught up with $3" >&2
+  return 1
+}
+
+# wait_log PATTERN FILE: until FILE has a line matching PATTERN (60 s).
+wait_log() {
+  local i
+  for i in $(seq 1 600); do
+    grep -q -- "$1" "$2" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2: no line matching '$1'" >&2
+  cat "$2" >&2
+  return 1
+}
+
 # metric NAME DB FILE: one value from the metrics file.
 metric() { sed -n "s/^$1{db=\"$2\"} //p" "$3"; }
 
@@ -69,7 +101,8 @@ three_databases() {
   local w=()
   for n in a b c; do writer "$n.db" 40 0.01 & w+=($!); done
   wait "${w[@]}"
-  sleep 1.2
+  for n in a b c; do caught_up "$base" "$n" "$n.db"; done
+  sleep 1.2  # the next second: --timestamp has a second's resolution
   for n in a b c; do sqlite3 "$n.db" .sha3sum > "$n.mid"; done
   local mid; mid=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   sleep 1.2
@@ -109,7 +142,7 @@ three_databases() {
     --metrics-file m.prom --metrics-interval 200ms 2>watch.log &
   local pid=$!
   writer app.db 20 0.02 100
-  for i in $(seq 1 100); do
+  for i in $(seq 1 300); do
     [ "$(metric walsync_restarts_total app m.prom)" = 2 ] && [ "$(metric walsync_lag_seconds app m.prom)" = 0.000 ] && break
     sleep 0.2
   done
@@ -150,10 +183,10 @@ three_databases() {
   cd "$T"
   mkdb app.db
   walsync watch app.db -b "file://$T/rep" 2>w.log & local pid=$!
-  sleep 0.5
+  wait_log "app: started at" w.log
   stop_watch "$pid" 3
   walsync watch app.db -b "file://$T/rep" 2>w2.log & pid=$!
-  sleep 0.5
+  wait_log "app: started at" w2.log
   kill -INT "$pid"; wait "$pid"
   grep -q "watch: SIGINT: draining" w2.log
 }
@@ -201,10 +234,11 @@ EOF
   cd "$T"
   mkdb app.db
   walsync watch app.db -b "file://$T/rep1" 2>w1.log & local pid=$!
-  sleep 0.5; stop_watch "$pid" 5
+  wait_log "app: started at" w1.log
+  stop_watch "$pid" 5
   walsync watch app.db -b "file://$T/rep2" 2>w2.log & pid=$!
-  sleep 1; stop_watch "$pid" 5
-  grep -q "state belongs to replica file://$T/rep1/app" w2.log
+  wait_log "state belongs to replica file://$T/rep1/app" w2.log
+  stop_watch "$pid" 5
 }
 
 @test "walsync snapshot, ls, verify" {
@@ -233,7 +267,7 @@ EOF
   walsync replicate app -b "file://$T/rep" --local replica.db --interval 200ms 2>r.log & local rpid=$!
   writer app.db 20 0.02 100
   local i
-  for i in $(seq 1 50); do
+  for i in $(seq 1 300); do
     [ "$(sqlite3 replica.db 'SELECT count(*) FROM t' 2>/dev/null)" = 30 ] && break
     sleep 0.2
   done
@@ -250,7 +284,7 @@ EOF
   sleep 1
   writer app.db 10 0.02 100
   local i
-  for i in $(seq 1 50); do
+  for i in $(seq 1 300); do
     [ "$(ls r1/ltx/0 2>/dev/null | wc -l)" -ge 11 ] && [ "$(ls r2/ltx/0 2>/dev/null | wc -l)" -ge 11 ] && break
     sleep 0.2
   done
@@ -295,7 +329,10 @@ SQL
   cd "$T"
   mkdb app.db
   writer app.db 10 0
-  SSH="bash -c" STATE="$T/st" timeout -s TERM 2 "$REPO_ROOT/examples/ssh-between-hosts.sh" backup "" "$T/app.db" "file://$T/rep" || true
+  SSH="bash -c" STATE="$T/st" setsid "$REPO_ROOT/examples/ssh-between-hosts.sh" backup "" "$T/app.db" "file://$T/rep" 2>ssh.log & local pid=$!
+  local i
+  for i in $(seq 1 300); do [ -n "$(ls rep/ltx/0 2>/dev/null)" ] && break; sleep 0.2; done
+  kill -TERM -- -"$pid"; wait "$pid" || true
   SSH="bash -c" "$REPO_ROOT/examples/ssh-between-hosts.sh" restore "file://$T/rep" "" "$T/out.db"
   same app.db out.db
 }
