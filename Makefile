@@ -39,22 +39,29 @@ all: $(TOOLS) $(BUILD)/bin/unit-tests
 help:
 	@echo "targets: all check install uninstall asan lint-man fuzz bench deps demo torture chaos live-soak clean"
 
-$(BUILD)/obj/libltx/%.o: libltx/src/%.cpp $(wildcard libltx/include/ltx/*.h)
+# Header dependencies as the compiler saw them (-MMD): a header change
+# rebuilds only what includes it. Anything built without its .d file yet
+# depends on every header.
+-include $(wildcard $(BUILD)/obj/libltx/*.d $(BUILD)/dep/*.d)
+$(foreach o,$(LIB_OBJ),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): $(wildcard libltx/include/ltx/*.h))))
+$(foreach t,$(TOOLS),$(if $(wildcard $(BUILD)/dep/$(notdir $(t)).d),,$(eval $(t): $(wildcard libltx/include/ltx/*.h tools/*.h))))
+
+$(BUILD)/obj/libltx/%.o: libltx/src/%.cpp
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CXX     $<")
-	$(Q)$(CXX) $(ALLFLAGS) -c -o $@ $<
+	$(Q)$(CXX) $(ALLFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/libltx.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a $(wildcard tools/*.h)
-	@mkdir -p $(@D)
+$(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a
+	@mkdir -p $(@D) $(BUILD)/dep
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CXX) $(ALLFLAGS) -Itools -o $@ $< $(BUILD)/libltx.a \
+	$(Q)$(CXX) $(ALLFLAGS) -MMD -MP -MF $(BUILD)/dep/$*.d -MT $@ -Itools -o $@ $< $(BUILD)/libltx.a \
 	  $(if $(filter $*,$(STATIC)),$(STATICLIBS),-Wl,--as-needed $(DEPLIBS)) $(LDFLAGS)
 
-$(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a
+$(BUILD)/bin/unit-tests: $(UNIT_SRC) $(BUILD)/libltx.a $(wildcard libltx/include/ltx/*.h)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CXX) $(ALLFLAGS) -o $@ $(UNIT_SRC) $(BUILD)/libltx.a $(DEPLIBS) -lgtest_main -lgtest -pthread $(LDFLAGS)
