@@ -1,9 +1,12 @@
-// s3common.h - flags and environment shared by s3-put, s3-get, s3-ls, s3-rm.
-// Flags override the standard AWS environment variables.
+// s3common.h - flags and environment shared by the tools that talk to S3:
+// the one place where S3Config is filled. Flags override the standard AWS
+// environment variables, which override the shared files' profile; the
+// credential chain's order is in man/walsync-credentials.7.
 #pragma once
 #include <signal.h>
 
 #include <cstdlib>
+#include <map>
 #include <string>
 
 #include "cli.h"
@@ -58,15 +61,86 @@ inline uint64_t parse_size(const std::string& s) {
   return 0;
 }
 
+// The profile of the AWS shared files (AWS_PROFILE, default "default").
+struct Profile {
+  std::string name;
+  std::map<std::string, std::string> keys;
+  std::string get(const std::string& k) const {
+    auto it = keys.find(k);
+    return it == keys.end() ? "" : it->second;
+  }
+};
+
+inline Profile profile() {
+  Profile p;
+  p.name = env("AWS_PROFILE");
+  bool named = !p.name.empty();
+  if (!named) p.name = "default";
+  std::string home = env("HOME");
+  std::string creds = env("AWS_SHARED_CREDENTIALS_FILE"), conf = env("AWS_CONFIG_FILE");
+  if (creds.empty() && !home.empty()) creds = home + "/.aws/credentials";
+  if (conf.empty() && !home.empty()) conf = home + "/.aws/config";
+  bool found = false;
+  p.keys = ltx::load_aws_profile(creds, conf, p.name, &found);
+  if (named && !found) ltx::fail(ltx::Kind::Usage, "AWS_PROFILE " + p.name + ": no such profile in " + creds + " or " + conf);
+  return p;
+}
+
+// An endpoint as the SDKs find it: AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL,
+// the profile's services section, the profile's endpoint_url.
+inline std::string service_endpoint(const char* env_service, const std::string& service, const Profile& p) {
+  if (env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") == "true") return "";
+  std::string e = env(env_service, "AWS_ENDPOINT_URL");
+  if (e.empty()) e = p.get(service + ".endpoint_url");
+  if (e.empty()) e = p.get("endpoint_url");
+  return e;
+}
+
+// Every credential source of the chain, from flags and the environment.
+inline ltx::CredentialChain chain(const Flags& f, const Profile& p, const std::string& region, const std::string& ca) {
+  ltx::CredentialChain ch;
+  ch.fixed.access_key = !f.access_key.empty() ? f.access_key : env("AWS_ACCESS_KEY_ID");
+  ch.fixed.secret_key = !f.secret_key.empty() ? f.secret_key : env("AWS_SECRET_ACCESS_KEY");
+  ch.fixed.session_token = !f.session_token.empty() ? f.session_token : env("AWS_SESSION_TOKEN");
+  ch.fixed.source = !f.access_key.empty() ? "flags" : "environment";
+  ch.web_identity_token_file = env("AWS_WEB_IDENTITY_TOKEN_FILE");
+  ch.role_arn = env("AWS_ROLE_ARN");
+  ch.role_session_name = env("AWS_ROLE_SESSION_NAME");
+  ch.sts_endpoint = service_endpoint("AWS_ENDPOINT_URL_STS", "sts", p);
+  if (ch.sts_endpoint.empty()) ch.sts_endpoint = "https://sts." + region + ".amazonaws.com";
+  ch.profile_name = p.name;
+  ch.profile = p.keys;
+  std::string rel = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+  ch.container_url = !rel.empty() ? "http://169.254.170.2" + rel : env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+  ch.container_token_file = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+  ch.container_token = env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+  std::string off = env("AWS_EC2_METADATA_DISABLED");
+  if (off != "true" && off != "TRUE" && off != "1") {
+    ch.imds_endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+    if (ch.imds_endpoint.empty()) ch.imds_endpoint = "http://169.254.169.254";
+    std::string t = env("AWS_METADATA_SERVICE_TIMEOUT");
+    if (!t.empty()) {
+      char* e = nullptr;
+      long v = std::strtol(t.c_str(), &e, 10);
+      if (*e || v < 1 || v > 60) ltx::fail(ltx::Kind::Usage, "AWS_METADATA_SERVICE_TIMEOUT " + t + ": want 1 to 60 seconds");
+      ch.imds_timeout_s = v;
+    }
+  }
+  ch.ca_bundle = ca;
+  return ch;
+}
+
 inline ltx::S3Config config(const Flags& f, const ltx::Location& loc) {
   ltx::S3Config c;
-  c.endpoint = !f.endpoint.empty() ? f.endpoint : env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
+  bool s3 = loc.scheme == ltx::Location::Scheme::S3;
+  Profile p;
+  if (s3) p = profile();
+  c.endpoint = !f.endpoint.empty() ? f.endpoint : service_endpoint("AWS_ENDPOINT_URL_S3", "s3", p);
   c.region = !f.region.empty() ? f.region : env("AWS_REGION", "AWS_DEFAULT_REGION");
+  if (c.region.empty()) c.region = p.get("region");
   if (c.region.empty()) c.region = "us-east-1";
-  c.access_key = !f.access_key.empty() ? f.access_key : env("AWS_ACCESS_KEY_ID");
-  c.secret_key = !f.secret_key.empty() ? f.secret_key : env("AWS_SECRET_ACCESS_KEY");
-  c.session_token = !f.session_token.empty() ? f.session_token : env("AWS_SESSION_TOKEN");
   c.ca_bundle = !f.ca_bundle.empty() ? f.ca_bundle : env("AWS_CA_BUNDLE");
+  if (c.ca_bundle.empty()) c.ca_bundle = p.get("ca_bundle");
   c.addressing = f.addressing == "path"      ? ltx::S3Config::Addressing::Path
                  : f.addressing == "virtual" ? ltx::S3Config::Addressing::Virtual
                                              : ltx::S3Config::Addressing::Auto;
@@ -79,10 +153,16 @@ inline ltx::S3Config config(const Flags& f, const ltx::Location& loc) {
     if (c.part_size < (5u << 20)) ltx::fail(ltx::Kind::Usage, "--part-size " + f.part_size + ": want at least 5M");
   }
   if (f.verbose) c.log = [](const std::string& m) { cli::error(m); };
-  if (loc.scheme == ltx::Location::Scheme::S3 && (c.access_key.empty() || c.secret_key.empty()))
-    ltx::fail_runtime("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --access-key, --secret-key)");
   // Tools holding sockets ignore SIGPIPE (curl uses CURLOPT_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);
+  if (!s3) return c;
+  c.credentials = ltx::chain_provider(chain(f, p, c.region, c.ca_bundle));
+  c.credentials->log = c.log;
+  try {
+    c.credentials->get();  // fail now, not at the first request
+  } catch (const ltx::Error& e) {
+    ltx::fail(e.kind(), std::string(e.what()) + " (see walsync-credentials(7))");
+  }
   return c;
 }
 

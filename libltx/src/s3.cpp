@@ -687,7 +687,9 @@ class S3Store : public Store {
     sr.headers = r.headers;
     sr.payload_hash = r.body_fd >= 0 ? sha256_hex_fd(r.body_fd, r.body_off, r.body_len)
                                      : sha256_hex(r.body ? r.body : reinterpret_cast<const uint8_t*>(""), r.body_len);
-    Headers send = sigv4_sign(sr, date, cfg_.region, cfg_.access_key, cfg_.secret_key, cfg_.session_token);
+    Credentials cr{cfg_.access_key, cfg_.secret_key, cfg_.session_token};
+    if (cfg_.credentials) cr = cfg_.credentials->get();
+    Headers send = sigv4_sign(sr, date, cfg_.region, cr.access_key, cr.secret_key, cr.session_token);
 
     struct curl_slist* hl = nullptr;
     auto add = [&](const std::string& s) { hl = curl_slist_append(hl, s.c_str()); };

@@ -17,3 +17,11 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # s3_available: true when scripts/with-s3 started a server for this run.
 s3_available() { [ -n "${AWS_ENDPOINT_URL_S3:-}" ]; }
+
+# No test reads the developer's ~/.aws or asks a real metadata service
+# (169.254.169.254) or container endpoint: tests/credentials.bats points
+# these at its own files and fake endpoints.
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_CONFIG_FILE=/nonexistent/walsync-test/config AWS_SHARED_CREDENTIALS_FILE=/nonexistent/walsync-test/credentials
+unset AWS_PROFILE AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_CONTAINER_CREDENTIALS_FULL_URI \
+  AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_EC2_METADATA_SERVICE_ENDPOINT

@@ -5,7 +5,7 @@
 // file store is rooted at "/" (keys are absolute paths without the slash).
 //
 // Mechanism only: no printing, no environment. Tools read flags and the AWS
-// environment and fill S3Config. Errors throw ltx::Error (Runtime for I/O,
+// environment and fill S3Config (credentials.h: the credential chain). Errors throw ltx::Error (Runtime for I/O,
 // network, auth and remote errors), with the S3 error Code and Message:
 // "put app/0000/...ltx: SignatureDoesNotMatch: The request signature ...".
 #pragma once
@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ltx/credentials.h"
 #include "ltx/io.h"
 
 namespace ltx {
@@ -63,6 +64,9 @@ struct S3Config {
   std::string endpoint;        // "http://127.0.0.1:18080"; empty: https://s3.REGION.amazonaws.com
   std::string region = "us-east-1";
   std::string access_key, secret_key, session_token;
+  // Asked before signing each request (it refreshes expiring credentials);
+  // null: the three fields above.
+  std::shared_ptr<CredentialProvider> credentials;
   std::string ca_bundle;       // PEM file; empty: the system default
   enum class Addressing { Auto, Path, Virtual } addressing = Addressing::Auto;
   bool insecure = false;       // disable TLS verification (never by default)
