@@ -32,12 +32,12 @@ SCRIPTS  := $(wildcard tools/*.sh)
 UNIT_SRC := $(wildcard tests/unit/*.cpp)
 MANPAGES := $(wildcard man/*.[1-8])
 
-.PHONY: all check unit bats install uninstall asan lint-man fuzz bench deps clean help demo chaos torture live-soak
+.PHONY: all check unit bats install install-debug uninstall asan lint-man fuzz bench deps clean help demo chaos torture live-soak
 
 all: $(TOOLS) $(BUILD)/bin/unit-tests
 
 help:
-	@echo "targets: all check install uninstall asan lint-man fuzz bench deps demo torture chaos live-soak clean"
+	@echo "targets: all check install install-debug uninstall asan lint-man fuzz bench deps demo torture chaos live-soak clean"
 
 # Header dependencies as the compiler saw them (-MMD): a header change
 # rebuilds only what includes it. Anything built without its .d file yet
@@ -109,17 +109,45 @@ deps:
 demo: all
 	examples/demo.sh
 
-install: $(TOOLS)
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
-	install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/
+# Installed binaries are stripped; their debug info goes to .debug files
+# (objcopy --only-keep-debug) that the binaries name (--add-gnu-debuglink),
+# installed by `make install-debug` where gdb looks for them:
+# $(DEBUGDIR)$(BINDIR)/TOOL.debug.
+DEBUGDIR ?= $(PREFIX)/lib/debug
+OBJCOPY  ?= objcopy
+STRIPPED := $(TOOLS:$(BUILD)/bin/%=$(BUILD)/stripped/%)
+DEBUGINFO := $(TOOLS:$(BUILD)/bin/%=$(BUILD)/debug/%.debug)
+.SECONDARY: $(DEBUGINFO)
+
+$(BUILD)/debug/%.debug: $(BUILD)/bin/%
+	@mkdir -p $(@D)
+	$(Q)$(OBJCOPY) --only-keep-debug $< $@
+	$(Q)chmod 644 $@
+
+$(BUILD)/stripped/%: $(BUILD)/bin/% $(BUILD)/debug/%.debug
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  STRIP   $@")
+	$(Q)cd $(BUILD)/debug && $(OBJCOPY) --strip-all --add-gnu-debuglink=$*.debug $(abspath $<) $(abspath $@).tmp
+	$(Q)mv $@.tmp $@
+
+install: $(STRIPPED)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
+	install -m 755 $(STRIPPED) $(DESTDIR)$(BINDIR)/
 	$(if $(SCRIPTS),for s in $(SCRIPTS); do install -m 755 $$s $(DESTDIR)$(BINDIR)/$$(basename $$s .sh); done)
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7/
+
+install-debug: $(DEBUGINFO)
+	install -d $(DESTDIR)$(DEBUGDIR)$(BINDIR)
+	install -m 644 $(DEBUGINFO) $(DESTDIR)$(DEBUGDIR)$(BINDIR)/
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(TOOLS)) $(notdir $(SCRIPTS:.sh=)))
+	rm -f $(addprefix $(DESTDIR)$(DEBUGDIR)$(BINDIR)/,$(notdir $(DEBUGINFO)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(wildcard man/*.7)))
 
 clean:
 	rm -rf build build-asan
