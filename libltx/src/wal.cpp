@@ -52,6 +52,16 @@ constexpr bool kHostBig = __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__;
 
 std::string num(uint64_t v) { return std::to_string(v); }
 
+// A WAL frame header's page number and commit size fit SQLite's limit;
+// otherwise what is wrong.
+std::string size_defect(const uint8_t* f) {
+  if (get32(f) > kMaxPageCount)
+    return "page number " + num(get32(f)) + " exceeds SQLite's maximum page count " + num(kMaxPageCount);
+  if (get32(f + 4) > kMaxPageCount)
+    return "commit size " + num(get32(f + 4)) + " exceeds SQLite's maximum page count " + num(kMaxPageCount);
+  return "";
+}
+
 uint64_t record_hash(uint8_t type, uint32_t len, const uint8_t* body) {
   uint8_t h[5];
   h[0] = type;
@@ -119,6 +129,8 @@ struct EventReader::Impl {
   void sniff();
   Event next_wal();
   Event next_stream();
+  bool next_record(Event* e);
+  void end_of_log(uint32_t n, uint64_t at, bool salts, bool chained);
   bool verify_frame(const uint8_t* f, const Position& p, uint32_t* c1, uint32_t* c2) const;
 };
 
@@ -159,29 +171,19 @@ Event EventReader::Impl::next_wal() {
   const uint8_t* f = buf.data();
   uint32_t n = frameno + 1;
   uint64_t at = off;
-  if (get32(f + 8) != hdr.salt1 || get32(f + 12) != hdr.salt2) {
-    done = true;  // a stale frame of an earlier generation ends the log
-    return e;
-  }
   uint32_t c1 = s1, c2 = s2;
   checksum(hdr.big_endian(), f, 8, &c1, &c2);
   checksum(hdr.big_endian(), f + kFrameHeaderSize, page_size, &c1, &c2);
-  if (c1 != get32(f + 16) || c2 != get32(f + 20)) {
-    // SQLite ends the log at the first frame that fails its checksum. That is
-    // normal after a rollback: frames a rolled-back transaction spilled stay
-    // behind the next commit. Such leftovers are never commit frames, so a
-    // later commit frame of this generation means committed data is damaged.
-    uint64_t later = off + fs;
-    while (read_full(in, buf.data(), fs) == fs) {
-      if (get32(f + 8) == hdr.salt1 && get32(f + 12) == hdr.salt2 && get32(f + 4) != 0)
-        fail_integrity("frame " + num(n) + " at offset " + num(at) +
-                       ": checksum mismatch before the commit frame at offset " + num(later));
-      later += fs;
-    }
+  const bool salts = get32(f + 8) == hdr.salt1 && get32(f + 12) == hdr.salt2;
+  const bool chained = c1 == get32(f + 16) && c2 == get32(f + 20);
+  if (!salts || !chained) {
+    end_of_log(n, at, salts, chained);
     done = true;
     return e;
   }
   if (get32(f) == 0) fail_integrity("frame " + num(n) + " at offset " + num(at) + ": page number 0");
+  const std::string defect = size_defect(f);
+  if (!defect.empty()) fail_integrity("frame " + num(n) + " at offset " + num(at) + ": " + defect);
   s1 = c1;
   s2 = c2;
   frameno = n;
@@ -197,18 +199,53 @@ Event EventReader::Impl::next_wal() {
   return e;
 }
 
+// Frame n at `at` (in buf) does not continue the log, which ends there, as
+// SQLite ends it: a frame of an earlier generation (other salts) after a WAL
+// restart, or one that breaks the checksum chain (frames a rolled-back
+// transaction spilled stay behind the next commit). Such leftovers are never
+// commit frames, and SQLite writes a generation's frames in order, so a later
+// frame with the header's salts was written after this one in this
+// generation: if it is a commit frame, committed data is damaged. Salts are
+// not part of the checksum: a frame whose salts differ but whose checksum
+// continues the chain is this generation's frame with a damaged salt.
+void EventReader::Impl::end_of_log(uint32_t n, uint64_t at, bool salts, bool chained) {
+  const size_t fs = kFrameHeaderSize + page_size;
+  const uint8_t* f = buf.data();
+  const std::string frame = "frame " + num(n) + " at offset " + num(at);
+  if (!salts && chained && get32(f + 4) != 0)
+    fail_integrity(frame + ": salt mismatch in a commit frame whose checksum verifies");
+  const std::string what = salts ? "checksum mismatch" : "salt mismatch";
+  uint64_t later = at + fs;
+  while (read_full(in, buf.data(), fs) == fs) {
+    if (get32(f + 8) == hdr.salt1 && get32(f + 12) == hdr.salt2 && get32(f + 4) != 0)
+      fail_integrity(frame + ": " + what + " before the commit frame at offset " + num(later));
+    later += fs;
+  }
+}
+
+// One event per call. Header records carry no event: they are consumed in
+// a loop (a stream may repeat them any number of times, so never recursion).
 Event EventReader::Impl::next_stream() {
-  Event e;
+  for (;;) {
+    Event e;
+    if (next_record(&e)) return e;
+  }
+}
+
+// Reads one record; false when it was a stream header (no event).
+bool EventReader::Impl::next_record(Event* out) {
+  Event& e = *out;
   uint8_t h[5];
   uint64_t at = off;
   size_t got = read_full(in, h, 5);
   if (got == 0) {
     done = true;
     if (in_resync) fail_integrity("offset " + num(at) + ": stream ends inside a resync");
-    return e;
+    return true;
   }
+  const uint64_t recno = nrec + 1;
   auto bad = [&](const std::string& m) -> void {
-    fail_integrity("record " + num(nrec + 1) + " at offset " + num(at) + ": " + m);
+    fail_integrity("record " + num(recno) + " at offset " + num(at) + ": " + m);
   };
   if (got < 5) bad("truncated record");
   uint8_t type = h[0];
@@ -242,7 +279,7 @@ Event EventReader::Impl::next_stream() {
         bad("page size changed from " + num(page_size) + " to " + num(ps));
       if (in_resync) bad("stream header inside a resync");
       page_size = ps;
-      return next_stream();
+      return false;
     }
     case 'G': {
       if (in_resync) bad("position inside a resync");
@@ -259,7 +296,7 @@ Event EventReader::Impl::next_stream() {
       e.salt1 = pos.salt1;
       e.salt2 = pos.salt2;
       e.wal_offset = frame_offset(pos.frames + 1, page_size);
-      return e;
+      return true;
     }
     case 'F': {
       if (in_resync) bad("frame inside a resync");
@@ -274,6 +311,8 @@ Event EventReader::Impl::next_stream() {
       checksum(pos.big_endian, f + kFrameHeaderSize, page_size, &c1, &c2);
       if (c1 != get32(f + 16) || c2 != get32(f + 20)) bad("frame " + num(n) + ": checksum mismatch");
       if (get32(f) == 0) bad("frame " + num(n) + ": page number 0");
+      const std::string defect = size_defect(f);
+      if (!defect.empty()) bad("frame " + num(n) + ": " + defect);
       pos.frames = n;
       pos.ck1 = c1;
       pos.ck2 = c2;
@@ -286,13 +325,16 @@ Event EventReader::Impl::next_stream() {
       e.salt1 = pos.salt1;
       e.salt2 = pos.salt2;
       e.timestamp = int64_t(get64(b + 4));
-      return e;
+      return true;
     }
     case 'B': {
       if (in_resync) bad("resync inside a resync");
       in_resync = true;
       have_pos = false;  // a resync is a discontinuity: a position must follow
       resync_commit = get32(b);
+      if (resync_commit > kMaxPageCount)
+        bad("resync of " + num(resync_commit) + " pages exceeds SQLite's maximum page count " +
+            num(kMaxPageCount));
       resync_next = 1;
       resync_count = 0;
       XXH3_64bits_reset(&rh);
@@ -300,7 +342,7 @@ Event EventReader::Impl::next_stream() {
       e.page_size = page_size;
       e.commit = resync_commit;
       e.timestamp = int64_t(get64(b + 4));
-      return e;
+      return true;
     }
     case 'P': {
       if (!in_resync) bad("resync page outside a resync");
@@ -316,7 +358,7 @@ Event EventReader::Impl::next_stream() {
       e.pgno = pg;
       e.commit = resync_commit;
       e.data = b + 4;
-      return e;
+      return true;
     }
     case 'E': {
       if (!in_resync) bad("resync end outside a resync");
@@ -328,11 +370,11 @@ Event EventReader::Impl::next_stream() {
       e.type = Event::ResyncEnd;
       e.page_size = page_size;
       e.commit = resync_commit;
-      return e;
+      return true;
     }
   }
   bad("unreachable");
-  return e;
+  return true;
 }
 
 EventReader::EventReader(Reader& r) : impl_(new Impl(r)) {}

@@ -163,11 +163,64 @@ TEST_F(WalFixture, BadFrameChecksumIsIntegrityError) {
 }
 
 TEST_F(WalFixture, OtherSaltsEndTheLog) {
-  std::string bad = wal;
-  bad[frame_offset(3, ps()) + 8] ^= 1;  // salt1 of frame 3
-  auto ev = read_all(bad);
+  // Frames 3.. of an earlier generation (a restart wrote only 1 and 2 over
+  // them): other salts, and a chain that does not continue.
+  std::string stale = wal;
+  for (size_t i = 3; i <= nframes(); i++) {
+    stale[frame_offset(uint32_t(i), ps()) + 8] ^= 1;    // salt1
+    stale[frame_offset(uint32_t(i), ps()) + 16] ^= 1;   // checksum1
+  }
+  auto ev = read_all(stale);
   ASSERT_EQ(ev.size(), 3u);
   EXPECT_EQ(ev[2].type, Event::End);
+}
+
+TEST_F(WalFixture, DamagedSaltBeforeACommitIsIntegrityError) {
+  // Salts are not in the checksum: one flipped salt byte leaves the chain
+  // intact, and the commits after it must not be dropped in silence.
+  const auto* w = reinterpret_cast<const uint8_t*>(wal.data());
+  uint32_t first_commit = 0, last_commit = 0;
+  for (uint32_t i = 1; i <= nframes(); i++)
+    if (get32(w + frame_offset(i, ps()) + 4) != 0) {
+      if (!first_commit) first_commit = i;
+      last_commit = i;
+    }
+  ASSERT_GT(first_commit, 1u);  // the first transaction spans frames
+  for (uint32_t i = 1; i <= nframes(); i++) {
+    std::string bad = wal;
+    bad[frame_offset(i, ps()) + 12] ^= 0x80;  // salt2
+    const bool commit = get32(w + frame_offset(i, ps()) + 4) != 0;
+    std::string want = "frame " + std::to_string(i) + " at offset " + std::to_string(frame_offset(i, ps())) +
+                       (commit ? ": salt mismatch in a commit frame whose checksum verifies"
+                               : ": salt mismatch before the commit frame at offset ");
+    try {
+      read_all(bad);
+      ADD_FAILURE() << "no error for frame " << i;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), Kind::Integrity);
+      EXPECT_EQ(std::string(e.what()).rfind(want, 0), 0u) << e.what();
+    }
+  }
+  EXPECT_EQ(last_commit, nframes());
+}
+
+TEST_F(WalFixture, CommitSizeAboveSqliteMaximumIsIntegrityError) {
+  std::string bad = wal;
+  auto* w = reinterpret_cast<uint8_t*>(&bad[0]);
+  uint8_t* f = w + frame_offset(1, ps());
+  put32(f + 4, 0xffffffffu);
+  WalHeader h = WalHeader::parse(w);
+  uint32_t s1 = h.ck1, s2 = h.ck2;
+  checksum(h.big_endian(), f, 8, &s1, &s2);
+  checksum(h.big_endian(), f + kFrameHeaderSize, ps(), &s1, &s2);
+  put32(f + 16, s1);
+  put32(f + 20, s2);
+  try {
+    read_all(bad);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "frame 1 at offset 32: commit size 4294967295 exceeds SQLite's maximum page count 4294967294");
+  }
 }
 
 TEST_F(WalFixture, TruncatedLastFrameEnds) {
@@ -277,6 +330,43 @@ TEST_F(WalFixture, StreamDefectsAreIntegrityErrors) {
   // Stream cut between records but inside a resync.
   size_t hdr = 5 + 16 + 8, begin = 5 + 12 + 8;
   expect_integrity(s.substr(0, hdr + begin), "inside a resync");
+}
+
+TEST(WalStream, RepeatedHeadersAreReadInALoop) {
+  // 200,000 stream headers (5.8 MB) and nothing else: no recursion, no
+  // events; then a resync after them still reads.
+  StringWriter one;
+  { StreamWriter sw(one, 512); }
+  ASSERT_EQ(one.s.size(), 29u);
+  std::string s;
+  s.reserve(29 * 200000);
+  for (int i = 0; i < 200000; i++) s += one.s;
+  auto ev = read_all(s);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].type, Event::End);
+  StringWriter rs;
+  {
+    StreamWriter sw(rs, 512);
+    std::vector<uint8_t> page(512, 7);
+    sw.resync_begin(1, 0);
+    sw.resync_page(1, page.data());
+    sw.resync_end();
+  }
+  ev = read_all(s + rs.s);
+  ASSERT_EQ(ev.size(), 4u);
+  EXPECT_EQ(ev[1].type, Event::ResyncPage);
+}
+
+TEST(WalStream, ResyncAboveSqliteMaximumIsIntegrityError) {
+  StringWriter out;
+  StreamWriter sw(out, 512);
+  sw.resync_begin(0xffffffffu, 0);
+  try {
+    read_all(out.s);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "record 2 at offset 29: resync of 4294967295 pages exceeds SQLite's maximum page count 4294967294");
+  }
 }
 
 TEST(WalStream, WriterRefusesMisuse) {
