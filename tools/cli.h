@@ -4,7 +4,10 @@
 //   0 success, 1 runtime failure, 2 usage, 3 data integrity.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 
@@ -21,6 +24,24 @@ enum Exit { kOk = 0, kRuntime = 1, kUsage = 2, kIntegrity = 3 };
 inline const char*& tool_name() {
   static const char* name = "walsync";
   return name;
+}
+
+// "8M", "5MiB", "2G", "1048576" -> bytes; 0 on bad syntax or overflow.
+inline uint64_t parse_size(const std::string& s) {
+  if (s.empty() || s[0] < '0' || s[0] > '9') return 0;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno == ERANGE) return 0;
+  std::string u = end;
+  int shift = -1;
+  if (u.empty() || u == "B") shift = 0;
+  if (u == "K" || u == "KiB" || u == "k") shift = 10;
+  if (u == "M" || u == "MiB") shift = 20;
+  if (u == "G" || u == "GiB") shift = 30;
+  if (u == "T" || u == "TiB") shift = 40;
+  if (shift < 0 || v > (UINT64_MAX >> shift)) return 0;
+  return uint64_t(v) << shift;
 }
 
 // "tool: message" on stderr, one line.

@@ -12,8 +12,10 @@
 namespace {
 
 // --live: each file one atomic step for readers; position kept beside DB.
-cli::Exit run_live(const std::string& db, const std::vector<std::string>& files, int busy_ms, bool verbose) {
+cli::Exit run_live(const std::string& db, const std::vector<std::string>& files, int busy_ms, bool verbose,
+                   uint64_t max_size) {
   ltx::LiveReplica rep(db, busy_ms);
+  rep.set_max_size(max_size);
   int total = 0;
   for (const auto& f : files) {
     int fd = f == "-" ? 0 : ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
@@ -39,7 +41,7 @@ cli::Exit run_live(const std::string& db, const std::vector<std::string>& files,
 int main(int argc, char** argv) {
   CLI::App app{"Apply LTX files (or a concatenated LTX stream on stdin) to a database.",
                "ltx-apply"};
-  std::string db;
+  std::string db, max_size_text;
   std::vector<std::string> files;
   bool verbose = false, force = false, live = false, position = false;
   int busy_ms = 60000;
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "report the resulting position on stderr");
   app.add_flag("-f,--force", force, "apply even if DB-wal exists");
   app.add_flag("--live", live, "apply file by file to a replica that readers use meanwhile");
+  app.add_option("--max-size", max_size_text, "refuse files that make the database larger (e.g. 10G)");
   app.add_flag("--position", position, "print the live replica's recorded TXID and exit");
   app.add_option("--busy-timeout", busy_ms, "--live: milliseconds to wait for readers (default 60000)")
       ->check(CLI::NonNegativeNumber);
@@ -63,6 +66,11 @@ int main(int argc, char** argv) {
       if (std::fflush(stdout) != 0 || std::ferror(stdout)) ltx::fail_errno("write stdout");
       return cli::kOk;
     }
+    uint64_t max_size = 0;
+    if (!max_size_text.empty() && (max_size = cli::parse_size(max_size_text)) == 0) {
+      cli::error("--max-size: not a size: " + max_size_text);
+      return cli::kUsage;
+    }
     if (files.empty()) files.push_back("-");
     for (const auto& f : files)
       if (f == "-" && ltx::is_tty(0)) {
@@ -75,8 +83,9 @@ int main(int argc, char** argv) {
       return cli::kRuntime;
     }
     ltx::install_cleanup_handlers();
-    if (live) return run_live(db, files, busy_ms, verbose);
+    if (live) return run_live(db, files, busy_ms, verbose, max_size);
     ltx::Applier ap(db);
+    ap.set_max_size(max_size);
     int total = 0;
     for (const auto& f : files) {
       int fd = f == "-" ? 0 : ::open(f.c_str(), O_RDONLY | O_CLOEXEC);

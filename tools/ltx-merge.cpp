@@ -13,12 +13,13 @@ int main(int argc, char** argv) {
   CLI::App app{"Merge contiguous LTX files into one: the newest version of every page.",
                "ltx-merge"};
   std::vector<std::string> files;
-  std::string out_path, tmpdir;
+  std::string out_path, tmpdir, max_size_text;
   bool overlap = false, verbose = false;
   app.add_option("files", files, "LTX files, oldest first")->required();
   app.add_option("-o,--output", out_path, "write atomically to this file (recommended); - is stdout");
   app.add_flag("--allow-overlap", overlap, "accept overlapping TXID ranges (min <= previous max + 1)");
   app.add_option("--tmpdir", tmpdir, "directory for the page index spool (default: $TMPDIR or /tmp)");
+  app.add_option("--max-size", max_size_text, "refuse a result whose database would be larger (e.g. 10G)");
   app.add_flag("-v,--verbose", verbose, "report the merged file on stderr");
   return cli::run(app, argc, argv, [&]() -> int {
     for (const auto& f : files)
@@ -26,6 +27,11 @@ int main(int argc, char** argv) {
         cli::error("inputs must be files, not -");
         return cli::kUsage;
       }
+    uint64_t max_size = 0;
+    if (!max_size_text.empty() && (max_size = cli::parse_size(max_size_text)) == 0) {
+      cli::error("--max-size: not a size: " + max_size_text);
+      return cli::kUsage;
+    }
     const bool to_stdout = out_path.empty() || out_path == "-";
     if (to_stdout && ltx::is_tty(1)) {
       cli::error("refusing to write LTX to a terminal (use -o FILE)");
@@ -63,6 +69,8 @@ int main(int argc, char** argv) {
     ltx::MergeOptions opt;
     opt.allow_overlap = overlap;
     opt.spool_dir = tmpdir;
+    opt.max_size = max_size;
+    opt.room_fd = af ? af->fd() : 1;  // a pipe on stdout has no room to measure
     auto r = ltx::merge(inputs, w, opt);
     w.flush();
     if (af) af->commit();

@@ -11,11 +11,13 @@ namespace {
 struct Options {
   std::vector<std::string> files;
   bool verbose = false;
+  std::string max_size_text;
+  uint64_t max_size = 0;
 };
 
 // Verify one input. A named file holds exactly one LTX file; "-" reads a
 // concatenated LTX stream from stdin.
-void verify_input(const std::string& path, bool verbose) {
+void verify_input(const std::string& path, bool verbose, uint64_t max_size) {
   bool is_stdin = path == "-";
   int fd = is_stdin ? 0 : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) ltx::fail_errno("open " + path);
@@ -35,6 +37,7 @@ void verify_input(const std::string& path, bool verbose) {
     bool any = ltx::with_context(path, [&] { return d.read_header(); });
     if (!any) break;
     ltx::with_context(path, [&] {
+      ltx::check_max_size(d.header(), max_size);
       std::vector<uint8_t> page(d.header().page_size);
       uint32_t pgno;
       while (d.next_page(&pgno, page.data())) {
@@ -63,11 +66,16 @@ int main(int argc, char** argv) {
   app.add_option("files", o.files, "LTX files; - reads a concatenated LTX stream from stdin")
       ->required();
   app.add_flag("-v,--verbose", o.verbose, "report each verified file on stderr");
+  app.add_option("--max-size", o.max_size_text, "reject files that make a database larger, as ltx-apply --max-size does");
   return cli::run(app, argc, argv, [&] {
+    if (!o.max_size_text.empty() && (o.max_size = cli::parse_size(o.max_size_text)) == 0) {
+      cli::error("--max-size: not a size: " + o.max_size_text);
+      return int(cli::kUsage);
+    }
     int worst = cli::kOk;
     for (const auto& f : o.files) {
       try {
-        verify_input(f, o.verbose);
+        verify_input(f, o.verbose, o.max_size);
       } catch (const ltx::Error& e) {
         cli::error(e.what());
         worst = std::max(worst, int(e.kind()));

@@ -48,18 +48,7 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_flag("-v,--verbose", f.verbose, "report progress and retries on stderr");
 }
 
-// "8M", "5MiB", "1048576" -> bytes; 0 on bad syntax.
-inline uint64_t parse_size(const std::string& s) {
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (end == s.c_str()) return 0;
-  std::string u = end;
-  if (u.empty() || u == "B") return v;
-  if (u == "K" || u == "KiB" || u == "k") return v << 10;
-  if (u == "M" || u == "MiB") return v << 20;
-  if (u == "G" || u == "GiB") return v << 30;
-  return 0;
-}
+using cli::parse_size;
 
 // The profile of the AWS shared files (AWS_PROFILE, default "default").
 struct Profile {

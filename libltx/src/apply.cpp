@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -109,6 +110,14 @@ void Applier::apply_one(Decoder& d) {
   const uint32_t ps = h.page_size;
   const uint32_t lock = lock_pgno(ps);
   const int fd = tmp_->fd();
+  // Bounded before a page is written: the size the file claims, and the
+  // growth against the room the temp copy has (it would end as a sparse
+  // file, or full disk, of whatever Commit says).
+  check_max_size(h, max_size_);
+  const uint64_t have = npages_ * ps;  // the copy's size: pages are rewritten in place
+  if (h.db_bytes() > have)
+    check_room(free_bytes(fd), h.db_bytes() - have,
+               "commit " + std::to_string(h.commit) + " grows the database to " + std::to_string(h.db_bytes()) + " bytes");
   if (h.snapshot()) {
     // A snapshot replaces everything: the fold restarts from its pages.
     res_.checksum = kChecksumFlag;
@@ -123,13 +132,13 @@ void Applier::apply_one(Decoder& d) {
     ck_known_ = false;
   }
   const bool track = ck_known_;
-  std::vector<uint8_t> page(ps), old(ps), zero(ps, 0);
+  std::vector<uint8_t> page(ps), old(ps);
   uint64_t ck = res_.checksum;
   const uint64_t old_n = h.snapshot() ? 0 : npages_;
   uint64_t next_fill = old_n + 1;  // first grown page not yet accounted for
   auto fold_zero_upto = [&](uint64_t last) {  // grown pages never written are zeros
-    for (; next_fill <= last; next_fill++)
-      if (next_fill != lock) ck = fold(ck, page_checksum(uint32_t(next_fill), zero.data(), ps));
+    if (next_fill <= last) ck = fold_zero_pages(ck, next_fill, last, ps);
+    next_fill = std::max(next_fill, last + 1);
   };
   uint32_t pgno;
   while (d.next_page(&pgno, page.data())) {
@@ -150,7 +159,7 @@ void Applier::apply_one(Decoder& d) {
   const Trailer& t = d.finish();
   // Shrink: fold out pages past Commit; grow: account for unwritten pages.
   if (track) {
-    for (uint64_t p = h.commit + 1; p <= old_n; p++) {
+    for (uint64_t p = uint64_t(h.commit) + 1; p <= old_n; p++) {
       if (p == lock) continue;
       if (pread_full(fd, old.data(), ps, (p - 1) * ps) != ps) fail_integrity("database shorter than its page count");
       ck = kChecksumFlag | (ck ^ page_checksum(uint32_t(p), old.data(), ps));

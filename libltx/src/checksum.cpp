@@ -139,6 +139,37 @@ uint64_t page_checksum(uint32_t pgno, const uint8_t* data, size_t page_size) {
   return kChecksumFlag | crc64_update(crc64_update(0, b, 4), data, page_size);
 }
 
+namespace {
+// XOR of the integers 0..n.
+uint64_t xor_upto(uint64_t n) {
+  switch (n & 3) {
+    case 0: return n;
+    case 1: return 1;
+    case 2: return n + 1;
+    default: return 0;
+  }
+}
+}  // namespace
+
+uint64_t fold_zero_pages(uint64_t acc, uint64_t first, uint64_t last, uint32_t page_size) {
+  if (first == 0) first = 1;
+  if (last > kMaxPageCount) fail(Kind::Usage, "fold_zero_pages: page " + std::to_string(last) + " out of range");
+  if (first > last) return acc;
+  uint64_t n = last - first + 1;
+  uint64_t x = xor_upto(last) ^ xor_upto(first - 1);
+  const uint64_t lock = lock_pgno(page_size);
+  if (lock >= first && lock <= last) {
+    n--;
+    x ^= lock;
+  }
+  if (n == 0) return acc;
+  static const uint8_t zero[65536] = {};
+  if (page_size > sizeof zero) fail(Kind::Usage, "fold_zero_pages: page size " + std::to_string(page_size));
+  uint64_t z = page_checksum(uint32_t(x), zero, page_size);
+  if (n % 2 == 0) z ^= page_checksum(0, zero, page_size);
+  return kChecksumFlag | (acc ^ z);
+}
+
 uint64_t db_checksum_fd(int fd, uint32_t page_size, uint64_t n_pages) {
   const size_t chunk_pages = std::max<size_t>(1, (1u << 20) / page_size);
   std::vector<uint8_t> buf(chunk_pages * page_size);

@@ -1,7 +1,9 @@
 // compact.cpp - compaction, snapshots and retention on a replica (compact.h).
 #include "ltx/compact.h"
 
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -100,6 +102,12 @@ void merge_and_store(Replica& r, const std::vector<ReplicaFile>& in, int level, 
   Spool out(4u << 20, o.spool_dir);
   MergeOptions mo;
   mo.spool_dir = o.spool_dir;
+  // The merged file is spooled there: its zero pages are bounded by its room.
+  struct Dir {
+    int fd;
+    ~Dir() { if (fd >= 0) ::close(fd); }
+  } spool_dir{::open(o.spool_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  mo.room_fd = spool_dir.fd;
   MergeResult m = with_context("merge into " + name, [&] { return merge(inputs, out, mo); });
   auto body = out.reader();
   r.store().put(key, *body, {{"litestream-timestamp", format_timestamp(m.header.timestamp)}});

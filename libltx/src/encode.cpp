@@ -80,8 +80,8 @@ SnapshotResult encode_db_snapshot(int fd, const std::string& name, Writer& w, ui
   r.trailer = enc.finish(ck);
   w.flush();
   if (state) {
-    for (uint32_t p = npages + 1; p <= state->position().commit; p++)
-      if (p != lock) changes.add(p, 0);
+    for (uint64_t p = uint64_t(npages) + 1; p <= state->position().commit; p++)
+      if (p != lock) changes.add(uint32_t(p), 0);
     Position pos;
     pos.txid = txid;
     pos.checksum = ck;
@@ -392,19 +392,26 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   if (h.snapshot()) h.pre_apply = 0;
 
   Changes changes(state_ ? state_->dir() : tmpdir_);
-  std::vector<uint8_t> page(ps), zero(ps, 0);
+  std::vector<uint8_t> page(ps);
   uint64_t ck = h.snapshot() ? kChecksumFlag : prev.checksum;
   const uint32_t old_n = h.snapshot() ? 0 : prev.commit;
-  uint32_t next_fill = old_n + 1;
+  uint64_t next_fill = uint64_t(old_n) + 1;
   auto set = [&](uint32_t pgno, uint64_t pc) {
     uint64_t old = (pgno <= old_n && have_state) ? state_->get(pgno) : 0;
     if (old) ck = kChecksumFlag | (ck ^ old);
     if (pc) ck = fold(ck, pc);
     if (state_) changes.add(pgno, pc);
   };
-  auto fill_zero_upto = [&](uint32_t last) {
+  // SQLite writes every page it adds to a database (all but the lock page),
+  // and a resync carries every page: growth is justified page by page by
+  // the input. A commit size beyond the pages written (a hostile 0xfffffffe
+  // would make the state 32 GB of zero-page checksums) is refused.
+  auto grown_upto = [&](uint64_t last) {
     for (; next_fill <= last; next_fill++)
-      if (next_fill != lock) set(next_fill, page_checksum(next_fill, zero.data(), ps));
+      if (next_fill != lock)
+        fail_integrity(std::string(resync ? "resync" : "transaction") + " grows the database from " +
+                       std::to_string(old_n) + " to " + std::to_string(commit) + " pages without page " +
+                       std::to_string(next_fill));
   };
   // The file is built in a spool, the state advances (with its undo record),
   // and only then does the file go to stdout: downstream never holds a TXID
@@ -420,17 +427,17 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     if (pgno == lock) fail_integrity("lock page " + std::to_string(pgno) + " in a transaction");
     if (checksummed) {
       if (pgno > old_n) {
-        fill_zero_upto(pgno - 1);
-        next_fill = pgno + 1;
+        grown_upto(pgno - 1);
+        next_fill = uint64_t(pgno) + 1;
       }
       set(pgno, page_checksum(pgno, page.data(), ps));
     }
     enc.page(pgno, page.data());
   });
   if (checksummed) {
-    fill_zero_upto(commit);
-    for (uint32_t p = commit + 1; p <= old_n; p++)
-      if (p != lock) set(p, 0);
+    grown_upto(commit);
+    for (uint64_t p = uint64_t(commit) + 1; p <= old_n; p++)
+      if (p != lock) set(uint32_t(p), 0);
     if (commit == 0) ck = kChecksumFlag;
   }
   enc.finish(checksummed ? ck : 0);

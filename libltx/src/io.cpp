@@ -4,6 +4,7 @@
 #include <libgen.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -242,5 +243,32 @@ void AtomicFile::abort() {
 }
 
 bool is_tty(int fd) { return ::isatty(fd) == 1; }
+
+namespace {
+uint64_t avail(const struct statvfs& vfs) {
+  const uint64_t unit = vfs.f_frsize ? vfs.f_frsize : vfs.f_bsize;
+  if (unit != 0 && uint64_t(vfs.f_bavail) > UINT64_MAX / unit) return UINT64_MAX;
+  return uint64_t(vfs.f_bavail) * unit;
+}
+}  // namespace
+
+uint64_t free_bytes(int fd) {
+  struct stat st {};
+  struct statvfs vfs {};
+  if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) || ::fstatvfs(fd, &vfs) != 0)
+    return UINT64_MAX;
+  return avail(vfs);
+}
+
+uint64_t free_bytes(const std::string& path) {
+  struct statvfs vfs {};
+  return ::statvfs(path.c_str(), &vfs) == 0 ? avail(vfs) : UINT64_MAX;
+}
+
+void check_room(uint64_t room, uint64_t need, const std::string& what) {
+  if (need > room)
+    fail_runtime(what + ": needs " + std::to_string(need) + " bytes, " + std::to_string(room) +
+                 " free on its file system");
+}
 
 }  // namespace ltx

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -332,9 +333,10 @@ void LiveReplica::apply_one(Decoder& d, const std::function<void(const LiveEvent
                      std::to_string(pos_.page_size));
     if (!h.snapshot() && pos_.txid != 0 && h.min_txid != pos_.txid + 1)
       fail_integrity("TXID gap: replica is at " + hex16(pos_.txid) + ", file starts at " + hex16(h.min_txid));
+    check_max_size(h, max_size_);
   }
   Spool spool(dir_, ps);
-  std::vector<uint8_t> page(ps), old(ps), zero(ps, 0), p1;
+  std::vector<uint8_t> page(ps), old(ps), p1;
   uint32_t pgno;
   while (d.next_page(&pgno, page.data()))
     if (!skip) spool.add(pgno, page.data());
@@ -353,6 +355,9 @@ void LiveReplica::apply_one(Decoder& d, const std::function<void(const LiveEvent
     if (size % cur_ps != 0) fail_integrity("replica size is not a multiple of the page size");
     const uint64_t old_n = size / cur_ps;
     if (old_n != 0 && cur_ps != ps) fail_integrity("page size does not match the replica");
+    if (h.db_bytes() > old_n * ps)  // by path: a second descriptor would drop SQLite's locks
+      check_room(free_bytes(path_), h.db_bytes() - old_n * ps,
+                 "commit " + std::to_string(h.commit) + " grows the replica to " + std::to_string(h.db_bytes()) + " bytes");
     pos_.page_size = ps;
     const uint32_t lock = lock_pgno(ps);
     uint32_t counter = 0;
@@ -398,9 +403,9 @@ void LiveReplica::apply_one(Decoder& d, const std::function<void(const LiveEvent
     };
     const uint64_t keep_old = h.snapshot() ? 0 : old_n;  // pages the fold keeps
     uint64_t next_fill = keep_old + 1;
-    auto fold_zero_upto = [&](uint64_t last) {
-      for (; next_fill <= last; next_fill++)
-        if (next_fill != lock) ck = fold(ck, page_checksum(uint32_t(next_fill), zero.data(), ps));
+    auto fold_zero_upto = [&](uint64_t last) {  // grown pages never written are zeros
+      if (next_fill <= last) ck = fold_zero_pages(ck, next_fill, last, ps);
+      next_fill = std::max(next_fill, last + 1);
     };
     if (old_n >= 1) {
       read_page(1, old.data());

@@ -184,6 +184,8 @@ bool Decoder::read_header() {
     hdr_.validate();
     if (hdr_.no_checksum() && hdr_.commit == 0)
       fail_integrity("no-checksum file cannot have commit 0");
+    if (hdr_.commit > kMaxPageCount)
+      fail_integrity("commit " + u(hdr_.commit) + " exceeds SQLite's maximum page count " + u(kMaxPageCount));
   });
   off_ = kHeaderSize;
   crc_.update(b, kHeaderSize);
@@ -357,6 +359,12 @@ const Trailer& Decoder::finish() {
   return trl_;
 }
 
+void check_max_size(const Header& h, uint64_t max_bytes) {
+  if (max_bytes != 0 && h.db_bytes() > max_bytes)
+    fail_integrity("commit " + u(h.commit) + " makes a database of " + u(h.db_bytes()) +
+                   " bytes, more than the maximum size " + u(max_bytes));
+}
+
 Trailer verify_stream(Reader& r, Header* hdr) {
   Decoder d(r);
   if (!d.read_header()) fail_integrity("decode header: empty input");
@@ -377,6 +385,8 @@ Encoder::Encoder(Writer& w, const Header& h, const std::string& spool_dir)
     hdr_.validate();
     if (hdr_.no_checksum() && hdr_.commit == 0)
       fail_integrity("no-checksum file cannot have commit 0");
+    if (hdr_.commit > kMaxPageCount)
+      fail_integrity("commit " + u(hdr_.commit) + " exceeds SQLite's maximum page count " + u(kMaxPageCount));
   });
   uint8_t b[kHeaderSize];
   hdr_.marshal(b);

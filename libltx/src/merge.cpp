@@ -1,6 +1,8 @@
 // k-way streaming merge of LTX files (ltx/merge.h).
 #include "ltx/merge.h"
 
+#include <lz4.h>
+
 #include <algorithm>
 #include <limits>
 #include <memory>
@@ -99,6 +101,18 @@ MergeResult merge(const std::vector<MergeInput>& inputs, Writer& w, const MergeO
   // those some input truncated (the database reads them as zeros).
   const uint64_t must_from = out.snapshot() ? 1 : uint64_t(min_commit) + 1;
   std::vector<uint8_t> zero(ps, 0);
+
+  // A tiny input can claim 2^32-2 pages: bound the zero pages before any.
+  check_max_size(out, opt.max_size);
+  if (opt.room_fd >= 0 && out.commit >= must_from) {
+    uint64_t n = uint64_t(out.commit) - must_from + 1;
+    if (lock >= must_from && lock <= out.commit) n--;
+    std::vector<char> z(static_cast<size_t>(LZ4_compressBound(int(ps))));
+    const int zn = LZ4_compress_default(reinterpret_cast<const char*>(zero.data()), z.data(), int(ps), int(z.size()));
+    const uint64_t per_page = kPageHeaderSize + 4 + uint64_t(zn > 0 ? zn : ps) + 15;  // frame + index entry
+    check_room(free_bytes(opt.room_fd), n * per_page,
+               "up to " + std::to_string(n) + " zero pages to commit " + std::to_string(out.commit));
+  }
 
   Encoder enc(w, out, opt.spool_dir);
   MergeResult res;

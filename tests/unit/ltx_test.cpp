@@ -115,6 +115,27 @@ TEST(Checksum, FoldIsIncremental) {
   EXPECT_EQ(upd, direct);
 }
 
+TEST(Checksum, ZeroPageFoldEqualsThePageByPageFold) {
+  for (uint32_t ps : {512u, 4096u, 65536u}) {
+    const std::vector<uint8_t> zero(ps, 0);
+    const uint64_t lock = lock_pgno(ps);
+    const std::vector<std::pair<uint64_t, uint64_t>> ranges = {
+        {1, 1}, {1, 2}, {2, 9}, {3, 1000}, {7, 6}, {lock - 3, lock + 4}, {lock, lock}, {lock - 1, lock}, {lock, lock + 1}};
+    for (const auto& r : ranges) {
+      uint64_t want = 0x8123456789abcdefull;
+      for (uint64_t p = r.first; p <= r.second; p++)
+        if (p != lock) want = fold(want, page_checksum(uint32_t(p), zero.data(), ps));
+      EXPECT_EQ(fold_zero_pages(0x8123456789abcdefull, r.first, r.second, ps), want)
+          << ps << " " << r.first << ".." << r.second;
+    }
+  }
+  // The whole range costs two page CRCs; ends at SQLite's maximum page count.
+  const uint64_t a = fold_zero_pages(kChecksumFlag, 1, kMaxPageCount, 4096);
+  const uint64_t b = fold_zero_pages(fold_zero_pages(kChecksumFlag, 1, 1u << 31, 4096), (1u << 31) + 1, kMaxPageCount, 4096);
+  EXPECT_EQ(a, b);
+  EXPECT_THROW(fold_zero_pages(kChecksumFlag, 1, uint64_t(kMaxPageCount) + 1, 4096), Error);
+}
+
 TEST(Names, FilenamesAndTimestamps) {
   EXPECT_EQ(format_filename(1, 2), "0000000000000001-0000000000000002.ltx");
   uint64_t a, b;

@@ -36,6 +36,11 @@ class Applier {
   int apply_stream(Reader& r, const std::string& name);
   // Makes the result durable and visible (fsync, rename, fsync directory).
   ApplyResult commit();
+  // Refuse (Integrity) a file whose Commit makes the database larger than
+  // this many bytes (0: no limit). Growth is also refused (Runtime) when the
+  // temp copy's file system has no room for it, before any page is written:
+  // a tiny file can claim 2^32-2 pages.
+  void set_max_size(uint64_t bytes) { max_size_ = bytes; }
 
  private:
   void apply_one(Decoder& d);
@@ -44,6 +49,7 @@ class Applier {
   std::unique_ptr<AtomicFile> tmp_;
   ApplyResult res_;
   uint64_t npages_ = 0;    // pages in the temp copy
+  uint64_t max_size_ = 0;
   bool ck_known_ = false;  // res_.checksum reflects the temp copy
 };
 

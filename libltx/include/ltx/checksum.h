@@ -18,6 +18,11 @@ namespace ltx {
 constexpr uint64_t kChecksumFlag = uint64_t(1) << 63;
 constexpr uint64_t kPendingByte = 0x40000000;
 
+// SQLite's largest page count (SQLITE_MAX_PAGE_COUNT's ceiling): no page
+// number or database size in pages (LTX Commit, a WAL commit frame's size)
+// is above it, so page arithmetic in uint32_t has one value to spare.
+constexpr uint32_t kMaxPageCount = 0xfffffffe;
+
 // Lock page: the page holding SQLite's PENDING_BYTE; never stored in LTX.
 inline uint32_t lock_pgno(uint32_t page_size) { return uint32_t(kPendingByte / page_size) + 1; }
 
@@ -41,6 +46,14 @@ class Crc64 {
 uint64_t page_checksum(uint32_t pgno, const uint8_t* data, size_t page_size);
 
 inline uint64_t fold(uint64_t acc, uint64_t page_ck) { return kChecksumFlag | (acc ^ page_ck); }
+
+// fold() of the all-zero page of every page number in [first, last] except
+// the lock page (a database grown without writes), in constant time: for a
+// fixed length the CRC is affine in the page number, so the XOR of n such
+// page checksums is the checksum of the XOR of their numbers, XORed with
+// the checksum of page number 0 when n is even. Two page CRCs, whatever
+// the range.
+uint64_t fold_zero_pages(uint64_t acc, uint64_t first, uint64_t last, uint32_t page_size);
 
 // Database checksum of the first n_pages pages of an open file (lock page
 // skipped). Reads with pread in large chunks; throws on short file or error.

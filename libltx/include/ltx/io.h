@@ -115,5 +115,17 @@ void fsync_dir_of(const std::string& path);
 void install_cleanup_handlers();
 // True if fd is a terminal (tools refuse to write binary there).
 bool is_tty(int fd);
+// Bytes an unprivileged writer may still add to the file system holding fd
+// (statvfs f_bavail * f_frsize); UINT64_MAX when fd is neither a regular
+// file nor a directory (a pipe has no room to measure) or the file system
+// does not say.
+uint64_t free_bytes(int fd);
+// The same for a path, without opening it (closing any descriptor of a
+// file drops the process's POSIX locks on it, SQLite's included).
+uint64_t free_bytes(const std::string& path);
+// Throws Runtime "<what>: needs N bytes, M free on its file system" when
+// `need` > `room`: checked before growth that would otherwise run until the
+// disk is full.
+void check_room(uint64_t room, uint64_t need, const std::string& what);
 
 }  // namespace ltx

@@ -68,6 +68,10 @@ class LiveReplica {
   // the failure stay applied and recorded.
   int apply_stream(Reader& r, const std::string& name,
                    const std::function<void(const LiveEvent&)>& on_file = {});
+  // As Applier::set_max_size: a file whose Commit makes the replica larger
+  // is refused (Integrity), and so (Runtime) is growth its file system has
+  // no room for, before the replica is touched.
+  void set_max_size(uint64_t bytes) { max_size_ = bytes; }
 
  private:
   void recover();
@@ -85,6 +89,7 @@ class LiveReplica {
   std::vector<uint8_t> page1_;  // logical page 1 (empty: none)
   bool have_state_ = false;
   int busy_ms_ = 0;
+  uint64_t max_size_ = 0;
 };
 
 // Reads the recorded position without opening the database (a pending

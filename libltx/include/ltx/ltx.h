@@ -46,6 +46,8 @@ struct Header {
   uint8_t reserved[20] = {};
 
   bool snapshot() const { return min_txid == 1; }
+  // The database size after the file: Commit pages of PageSize bytes.
+  uint64_t db_bytes() const { return uint64_t(commit) * page_size; }
   bool no_checksum() const { return flags & kFlagNoChecksum; }
   void marshal(uint8_t out[kHeaderSize]) const;
   // Parses all fields; throws Integrity "invalid LTX file" on a bad magic.
@@ -137,6 +139,10 @@ class Encoder {
   std::vector<uint8_t> cbuf_;
   bool done_ = false;
 };
+
+// Throws Integrity when the file makes a database larger than max_bytes
+// (0: no limit): what ltx-apply, ltx-merge and ltx-verify --max-size refuse.
+void check_max_size(const Header& h, uint64_t max_bytes);
 
 // Reads a whole LTX file from r (header..trailer), discarding pages.
 // Throws on any defect. Used by verify and by stream splitters.

@@ -46,6 +46,14 @@ struct MergeInput {
 struct MergeOptions {
   bool allow_overlap = false;        // accept the reference's IsContiguous overlap
   std::string spool_dir = "/tmp";    // Encoder page-index spool
+  // Bounds, checked before a page is written: an output Commit that makes a
+  // database larger than max_size bytes is refused (Integrity; 0: no
+  // limit), and so (Runtime) is a merge whose zero pages (at most one per
+  // page number from the first that must be present to Commit) may not fit
+  // in the free space of room_fd's file system (-1: the output is not a
+  // file, only max_size bounds it).
+  uint64_t max_size = 0;
+  int room_fd = -1;
 };
 
 struct MergeResult {
