@@ -91,14 +91,26 @@ asan:
 lint-man:
 	mandoc -Tlint -W warning $(MANPAGES)
 
-# Coverage-guided fuzzing of the LTX and WAL decoders (clang libFuzzer).
+# Coverage-guided fuzzing (clang libFuzzer, ASan + UBSan), FUZZ_SECONDS per
+# target: fuzz-decode (LTX and WAL decoders, corpus tests/fuzz/corpus) and
+# fuzz-walstream (the WAL stream reader and the encoder behind it, built
+# from a program of records: tests/fuzz/corpus-walstream).
 FUZZ_SECONDS ?= 60
-fuzz: $(LIB_SRC)
-	@mkdir -p $(BUILD)/fuzz
-	clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -Ilibltx/include $(DEPFLAGS) \
-	  -o $(BUILD)/fuzz/fuzz-decode tests/fuzz/fuzz_decode.cpp $(LIB_SRC) $(DEPLIBS)
-	mkdir -p $(BUILD)/fuzz/corpus && cp tests/fuzz/corpus/* $(BUILD)/fuzz/corpus/
-	$(BUILD)/fuzz/fuzz-decode -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=512 $(BUILD)/fuzz/corpus
+FUZZ_CXX = clang++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Ilibltx/include $(DEPFLAGS)
+FUZZ_RUN = -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=512 -timeout=30
+$(BUILD)/fuzz/obj/%.o: libltx/src/%.cpp $(wildcard libltx/include/ltx/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(BUILD)/fuzz/libltx.a: $(LIB_SRC:libltx/src/%.cpp=$(BUILD)/fuzz/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+$(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz_%.cpp $(BUILD)/fuzz/libltx.a
+	$(FUZZ_CXX) -fsanitize=fuzzer -o $@ $< $(BUILD)/fuzz/libltx.a $(DEPLIBS)
+fuzz: $(BUILD)/fuzz/fuzz-decode $(BUILD)/fuzz/fuzz-walstream
+	mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/corpus-walstream
+	cp tests/fuzz/corpus/* $(BUILD)/fuzz/corpus/
+	cp tests/fuzz/corpus-walstream/* $(BUILD)/fuzz/corpus-walstream/
+	$(BUILD)/fuzz/fuzz-decode $(FUZZ_RUN) $(BUILD)/fuzz/corpus
+	$(BUILD)/fuzz/fuzz-walstream $(FUZZ_RUN) $(BUILD)/fuzz/corpus-walstream
 
 bench: all
 	bench/run
