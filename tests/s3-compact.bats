@@ -32,7 +32,7 @@ rfc() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 upload_hour() {
   local url=$1 a=$((T0 + $2 * 3600)) files
   files=$(awk -v a="$a" -v b="$((a + 3600))" -v d="$W/l0" '$2 >= a && $2 < b { printf "%s/%d.ltx ", d, $1 }' "$W/points")
-  [ -z "$files" ] || cat $files | s3-put "$1"
+  [ -z "$files" ] || cat $files | s3-put --sync-interval 0 "$1"
 }
 
 # simulate URL HOURS [s3-retain args]: upload hour by hour; at the end of
@@ -360,7 +360,7 @@ for r in range(1, 4):
 PY
   url="file://$T/r"
   ltx-encode --db base.db -s st --timestamp 2024-01-01T00:00:00Z | s3-put "$url"
-  for r in 1 2 3; do ltx-encode -s st --timestamp "2024-01-01T0$r:00:00Z" < "w$r" | s3-put "$url"; done
+  for r in 1 2 3; do ltx-encode -s st --timestamp "2024-01-01T0$r:00:00Z" < "w$r" | s3-put --sync-interval 0 "$url"; done
   /usr/bin/time -f %M -o rss s3-compact -l 9 --interval 0 "$url"
   echo "# s3-compact -l 9 of a $(stat -c %s base.db)-byte database: peak RSS $(cat rss) KiB" >&3
   limit=40000  # KiB: 16 MiB of read buffers, a page per input, the upload

@@ -62,7 +62,7 @@ restore_eq() {
 
 @test "s3-get: a gap is an integrity error naming it; nothing is written" {
   for url in $(backends gap); do
-    cat "$CHAIN"/l0/*.ltx | s3-put "$url"
+    cat "$CHAIN"/l0/*.ltx | s3-put --sync-interval 0 "$url"
     run s3-rm "$url" 0/0000000000000007-0000000000000007.ltx
     assert_success
     run bash -c "s3-get '$url' > '$T/out'"
@@ -79,7 +79,7 @@ restore_eq() {
     run bash -c "s3-get '$url' > /dev/null"
     assert_failure 3
     assert_output --partial "no replica files"
-    cat "$CHAIN"/l0/*.ltx | s3-put "$url"
+    cat "$CHAIN"/l0/*.ltx | s3-put --sync-interval 0 "$url"
     run bash -c "s3-get --timestamp 2020-01-01T00:00:00Z '$url' > /dev/null"
     assert_failure 3
     assert_output --partial "no file at or before"
@@ -102,14 +102,14 @@ restore_eq() {
 
 @test "s3-get: output write errors fail (exit 1)" {
   url="file://$T/full"
-  cat "$CHAIN"/l0/*.ltx | s3-put "$url"
+  cat "$CHAIN"/l0/*.ltx | s3-put --sync-interval 0 "$url"
   run bash -c "s3-get '$url' > /dev/full"
   assert_failure 1
 }
 
 @test "s3-get: golden chain from tests/data restores to the recorded database" {
   for url in $(backends golden); do
-    cat "$WALSYNC_VECTORS"/ltx/chain/*.ltx | s3-put "$url"
+    cat "$WALSYNC_VECTORS"/ltx/chain/*.ltx | s3-put --sync-interval 0 "$url"
     rm -f "$T/g.db"
     run bash -c "set -o pipefail; s3-get '$url' | ltx-apply '$T/g.db'"
     assert_success

@@ -10,7 +10,7 @@ setup() {
 
 @test "s3-ls: replica files with level, TXID range, size and time" {
   for url in $(backends ls); do
-    cat "$GOLD"/*.ltx | s3-put "$url"
+    cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "$url"
     cat "$GOLD"/0000000000000001-0000000000000001.ltx | s3-put --level 9 "$url"
     run s3-ls "$url"
     assert_success
@@ -50,7 +50,7 @@ assert a[4]["level"] == 9
 
 @test "s3-rm: deletes named files and names read from s3-ls" {
   for url in $(backends rm); do
-    cat "$GOLD"/*.ltx | s3-put "$url"
+    cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "$url"
     s3-rm "$url" 0/0000000000000004-0000000000000004.ltx
     run s3-ls "$url"
     [ "${#lines[@]}" -eq 3 ]

@@ -10,7 +10,7 @@ setup() {
 
 @test "s3-put: layout is Litestream v0.5's (S3 0000/, 0009/; file ltx/0/) with timestamps" {
   url=$(s3_url lay)
-  cat "$GOLD"/*.ltx | s3-put "$url"
+  cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "$url"
   prefix=${url#s3://$WALSYNC_TEST_BUCKET/}
   run s3-ls --raw "s3://$WALSYNC_TEST_BUCKET/$prefix"
   assert_success
@@ -24,7 +24,7 @@ setup() {
   run s3-ls --raw "$url"
   assert_line --partial "0009/0000000000000001-0000000000000001.ltx"
 
-  cat "$GOLD"/*.ltx | s3-put "file://$T/rep"
+  cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "file://$T/rep"
   [ -f "$T/rep/ltx/0/0000000000000001-0000000000000001.ltx" ]
   [ -f "$T/rep/ltx/0/0000000000000004-0000000000000004.ltx" ]
   cmp "$T/rep/ltx/0/0000000000000003-0000000000000003.ltx" "$GOLD/0000000000000003-0000000000000003.ltx"
@@ -35,7 +35,7 @@ setup() {
 
 @test "s3-put: objects are the LTX files byte for byte" {
   for url in $(backends bytes); do
-    cat "$GOLD"/*.ltx | s3-put "$url"
+    cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "$url"
     for f in "$GOLD"/*.ltx; do
       n=$(basename "$f")
       s3-get --raw "${url/#file:\/\//file://}$( [[ $url == s3://* ]] && echo /0000/$n || echo /ltx/0/$n)" > "$T/o"
@@ -63,7 +63,7 @@ PY
   ltx-encode -s "$T/other/st" < "$T/other/w.wal" > "$T/other/delta5.ltx"
   ltx-dump "$T/other/delta5.ltx" | grep -q "Min TXID:   0000000000000005"
   for url in $(backends two); do
-    cat "$GOLD"/*.ltx | s3-put "$url"
+    cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "$url"
     s3-ls "$url" > "$T/before"
     run s3-put "$url" < "$T/other/snap1.ltx"
     assert_failure 3
@@ -78,10 +78,10 @@ PY
 
 @test "s3-put: the chain continues across runs; a restarted upload skips what is stored" {
   for url in $(backends cont); do
-    cat "$GOLD"/0000000000000001-0000000000000001.ltx "$GOLD"/0000000000000002-0000000000000002.ltx | s3-put "$url"
+    cat "$GOLD"/0000000000000001-0000000000000001.ltx "$GOLD"/0000000000000002-0000000000000002.ltx | s3-put --sync-interval 0 "$url"
     cat "$GOLD"/0000000000000003-0000000000000003.ltx | s3-put "$url"
     # replaying from the start (a restarted pipeline) converges
-    cat "$GOLD"/*.ltx | s3-put -v "$url" 2> "$T/err"
+    cat "$GOLD"/*.ltx | s3-put --sync-interval 0 -v "$url" 2> "$T/err"
     grep -q "already stored, skipped" "$T/err"
     run s3-ls "$url"
     [ "${#lines[@]}" -eq 4 ]

@@ -39,7 +39,7 @@ objurl() {
 
 @test "s3-verify: an injected gap is named (exit 3)" {
   for url in $(backends gap); do
-    cat "$CHAIN"/l0/*.ltx | s3-put "$url"
+    cat "$CHAIN"/l0/*.ltx | s3-put --sync-interval 0 "$url"
     s3-rm "$url" "0/$(name 7 7)" "0/$(name 8 8)"
     run bash -c "s3-verify '$url' 2>&1 >/dev/null"
     assert_failure 3
@@ -53,7 +53,7 @@ objurl() {
 
 @test "s3-verify: a corrupted object is found (exit 3)" {
   for url in $(backends corrupt); do
-    cat "$CHAIN"/l0/*.ltx | s3-put "$url"
+    cat "$CHAIN"/l0/*.ltx | s3-put --sync-interval 0 "$url"
     f="$CHAIN/l0/$(name 10 10)"
     python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//2]^=1; sys.stdout.buffer.write(b)' "$f" |
       s3-put --raw "$(objurl "$url" 0 10 10)"

@@ -1,11 +1,13 @@
-// s3-put - store an LTX stream from stdin as replica files (one object per
-// LTX file, Litestream v0.5 layout), or stdin as one plain object (--raw).
+// s3-put - store an LTX stream from stdin as replica files (Litestream v0.5
+// layout; at most one level-0 object per sync interval, the files of an
+// interval merged into one), or stdin as one plain object (--raw).
 // Each LTX file is read and fully verified before its upload; the chain is
 // checked against the remote before anything is written.
 #include <unistd.h>
 
 #include "cli.h"
 #include "ltx/bytes.h"
+#include "ltx/follow.h"
 #include "ltx/ltx.h"
 #include "ltx/pipeline.h"
 #include "ltx/replica.h"
@@ -19,6 +21,7 @@ struct Options {
   bool sync_ack = false;
   int level = 0;
   bool raw = false;
+  std::string sync_interval = "1s";
   s3cli::Flags s3;
 };
 
@@ -45,10 +48,13 @@ int put_stream(const Options& o, const ltx::Location& loc, ltx::Store& store) {
   u.ack = o.ack;
   const char* tmp = std::getenv("TMPDIR");
   u.tmpdir = tmp && *tmp ? tmp : "/tmp";
+  u.sync_interval_ms = ltx::parse_duration_ms(o.sync_interval);
+  if (u.sync_interval_ms < 0 || u.sync_interval_ms > 3600000)
+    ltx::fail(ltx::Kind::Usage, "--sync-interval " + o.sync_interval + ": want a duration from 0 to 1h, e.g. 1s, 500ms, 0");
   if (o.s3.verbose)
-    u.on_file = [](bool stored, const std::string& key, const ltx::Header&, const ltx::Trailer&,
-                   uint64_t bytes) {
-      cli::error(key + (stored ? ": stored (" + std::to_string(bytes) + " bytes)" : ": already stored, skipped"));
+    u.on_file = [](const ltx::UploadedObject& x) {
+      std::string files = x.files > 1 ? ", " + std::to_string(x.files) + " files merged" : "";
+      cli::error(x.key + (x.stored ? ": stored (" + std::to_string(x.bytes) + " bytes" + files + ")" : ": already stored, skipped"));
     };
   ltx::upload_stream(in, store, loc, u);
   return cli::kOk;
@@ -57,11 +63,12 @@ int put_stream(const Options& o, const ltx::Location& loc, ltx::Store& store) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Store an LTX stream from stdin as replica files, one object per LTX file.", "s3-put"};
+  CLI::App app{"Store an LTX stream from stdin as replica files, at most one object per sync interval.", "s3-put"};
   Options o;
   app.add_option("url", o.url, "s3://BUCKET/PREFIX or file:///DIR (with --raw: the object)")->required();
   app.add_option("-l,--level", o.level, "replica level 0-9 (default 0; 9 = snapshots)")->check(CLI::Range(0, 9));
   app.add_flag("--raw", o.raw, "store stdin as one plain object at URL");
+  app.add_option("--sync-interval", o.sync_interval, "level 0: at most one object per DUR; files arriving sooner are merged (default 1s; 0: one object per file)");
   app.add_option("--ack", o.ack, "after each stored file, record its position in this file (read by ltx-encode --ack and wal-tail --ack)");
   app.add_flag("--sync-ack", o.sync_ack, "bring the --ack file up to the remote's latest file and exit")->needs("--ack");
   app.add_option("--part-size", o.s3.part_size, "multipart upload above SIZE, in SIZE parts (default 8M; >= 5M)");

@@ -19,13 +19,13 @@
 namespace wscfg {
 
 struct DbEntry {
-  std::string path, name, url, state_dir;
+  std::string path, name, url, state_dir, sync_interval;  // empty: the global value
   long checkpoint_pages = -1;  // -1: the global value
 };
 
 struct Config {
   std::string url, state_dir, metrics_file, endpoint, region;
-  std::string metrics_interval, drain_timeout, backoff_max;
+  std::string metrics_interval, drain_timeout, backoff_max, sync_interval;
   long checkpoint_pages = -1;
   std::vector<DbEntry> dbs;
 };
@@ -113,7 +113,8 @@ inline Config parse_file(const std::string& path) {
       else if (k == "url") cur->url = v;
       else if (k == "state-dir") cur->state_dir = v;
       else if (k == "checkpoint-pages") cur->checkpoint_pages = number(v);
-      else bad("unknown key '" + k + "' in a database section (name, url, state-dir, checkpoint-pages)");
+      else if (k == "sync-interval") cur->sync_interval = duration(v);
+      else bad("unknown key '" + k + "' in a database section (name, url, state-dir, checkpoint-pages, sync-interval)");
     } else {
       if (k == "url") c.url = v;
       else if (k == "state-dir") c.state_dir = v;
@@ -121,6 +122,7 @@ inline Config parse_file(const std::string& path) {
       else if (k == "metrics-interval") c.metrics_interval = duration(v);
       else if (k == "drain-timeout") c.drain_timeout = duration(v);
       else if (k == "backoff-max") c.backoff_max = duration(v);
+      else if (k == "sync-interval") c.sync_interval = duration(v);
       else if (k == "checkpoint-pages") c.checkpoint_pages = number(v);
       else if (k == "endpoint") c.endpoint = v;
       else if (k == "region") c.region = v;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -37,6 +38,13 @@ size_t FdReader::read(void* buf, size_t n) {
     if (k >= 0) return size_t(k);
     if (errno != EINTR) fail_errno("read");
   }
+}
+
+bool FdReader::wait(int timeout_ms) {
+  struct pollfd p {fd_, POLLIN, 0};
+  int rc = ::poll(&p, 1, timeout_ms < 0 ? 0 : timeout_ms);
+  if (rc < 0 && errno != EINTR) fail_errno("poll");
+  return rc > 0;
 }
 
 size_t BufReader::read(void* buf, size_t n) {

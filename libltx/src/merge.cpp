@@ -93,6 +93,21 @@ MergeResult merge(const std::vector<MergeInput>& inputs, Writer& w, const MergeO
   out.max_txid = last.max_txid;
   out.timestamp = last.timestamp;
   out.pre_apply = no_checksum ? 0 : first.pre_apply;
+  if (opt.keep_wal && last.wal_offset > 0) {
+    size_t b = in.size() - 1;
+    while (b > 0) {
+      const Header& p = in[b - 1].dec->header();
+      const Header& h = in[b].dec->header();
+      if (p.wal_salt1 != last.wal_salt1 || p.wal_salt2 != last.wal_salt2 || p.wal_offset <= 0 ||
+          p.wal_offset + p.wal_size != h.wal_offset)
+        break;
+      b--;
+    }
+    out.wal_salt1 = last.wal_salt1;
+    out.wal_salt2 = last.wal_salt2;
+    out.wal_offset = in[b].dec->header().wal_offset;
+    out.wal_size = last.wal_offset + last.wal_size - out.wal_offset;
+  }
 
   const uint32_t ps = out.page_size;
   const uint32_t lock = lock_pgno(ps);

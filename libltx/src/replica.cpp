@@ -398,7 +398,7 @@ void Spool::write(const void* p, size_t n) {
 namespace {
 class SpoolReader : public Reader {
  public:
-  SpoolReader(const std::string* mem, int fd, uint64_t size) : mem_(mem), fd_(fd), size_(size) {}
+  SpoolReader(const std::string* mem, int fd, uint64_t off, uint64_t end) : mem_(mem), fd_(fd), size_(end), off_(off) {}
   size_t read(void* buf, size_t n) override {
     size_t k = size_t(std::min<uint64_t>(n, size_ - off_));
     if (k == 0) return 0;
@@ -411,12 +411,15 @@ class SpoolReader : public Reader {
  private:
   const std::string* mem_;
   int fd_;
-  uint64_t size_, off_ = 0;
+  uint64_t size_, off_;
 };
 }  // namespace
 
-std::unique_ptr<Reader> Spool::reader() {
-  return std::make_unique<SpoolReader>(fd_ < 0 ? &mem_ : nullptr, fd_, size_);
+std::unique_ptr<Reader> Spool::reader() { return reader(0, size_); }
+
+std::unique_ptr<Reader> Spool::reader(uint64_t off, uint64_t len) {
+  if (off > size_ || len > size_ - off) fail_runtime("spool: range past the end");
+  return std::make_unique<SpoolReader>(fd_ < 0 ? &mem_ : nullptr, fd_, off, off + len);
 }
 
 }  // namespace ltx

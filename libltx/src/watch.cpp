@@ -273,20 +273,22 @@ void run_pipeline(Db& d, const Options& o) {
     u.spool_mem = 64 * 1024;
     u.read_buf = 8 * 1024;
     u.allow_empty = true;
+    u.sync_interval_ms = d.cfg.sync_interval_ms;
     uint64_t consumed = 0;
-    u.on_file = [&](bool stored, const std::string& key, const Header& h, const Trailer&,
-                    uint64_t bytes) {
-      consumed += bytes;
+    u.on_file = [&](const UploadedObject& x) {
+      consumed += x.input_bytes;
       d.lag.stored(consumed);
-      d.txid = h.max_txid;
+      d.txid = x.header.max_txid;
       d.last_success_ms = now_ms();
       d.stored_this_run = true;
-      if (stored) {
+      if (x.stored) {
         d.files++;
-        d.bytes += bytes;
+        d.bytes += x.bytes;
       }
       if (o.verbose && o.log)
-        o.log(d.cfg.name, key + (stored ? ": stored (" + std::to_string(bytes) + " bytes)" : ": already stored"));
+        o.log(d.cfg.name, x.key + (x.stored ? ": stored (" + std::to_string(x.bytes) + " bytes" +
+                                                  (x.files > 1 ? ", " + std::to_string(x.files) + " files merged" : "") + ")"
+                                            : ": already stored"));
     };
     upload_stream(in, *store, loc, u);
   } catch (const std::exception& e) {

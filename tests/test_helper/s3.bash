@@ -111,7 +111,7 @@ build_compactor() { :; }
 
 # upload_chain DIR URL: level 0, level 1 and level 9 of build_chain's fixture.
 upload_chain() {
-  cat "$1"/l0/*.ltx | s3-put "$2" &&
+  cat "$1"/l0/*.ltx | s3-put --sync-interval 0 "$2" &&
     cat "$1"/l1/*.ltx | s3-put --level 1 "$2" &&
     cat "$1"/l9/*.ltx | s3-put --level 9 "$2"
 }

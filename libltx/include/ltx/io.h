@@ -15,6 +15,13 @@ class Reader {
   virtual ~Reader() = default;
   // Read up to n bytes; returns 0 only at end of stream. Throws on error.
   virtual size_t read(void* buf, size_t n) = 0;
+  // Waits up to timeout_ms for a read that would not block (bytes or the
+  // end of the stream); false on timeout or a signal. Readers that cannot
+  // tell return true at once.
+  virtual bool wait(int timeout_ms) {
+    (void)timeout_ms;
+    return true;
+  }
 };
 
 class Writer {
@@ -34,6 +41,7 @@ class FdReader : public Reader {
  public:
   explicit FdReader(int fd) : fd_(fd) {}
   size_t read(void* buf, size_t n) override;
+  bool wait(int timeout_ms) override;  // poll(2)
   int fd() const { return fd_; }
 
  private:
@@ -48,6 +56,7 @@ class BufReader : public Reader {
   // Peek up to n bytes without consuming; returns count available (< n at EOF).
   size_t peek(const uint8_t** p, size_t n);
   size_t buffered() const { return end_ - pos_; }
+  bool wait(int timeout_ms) override { return buffered() > 0 || r_.wait(timeout_ms); }
 
  private:
   Reader& r_;

@@ -15,7 +15,7 @@
 //     checksum, snapshot fold) and has no bytes after its trailer.
 //
 // Output header: first input's MinTXID and PreApply, last input's Commit,
-// MaxTXID and Timestamp, WAL fields and NodeID zero; NoChecksum if any input
+// MaxTXID and Timestamp, WAL fields (unless keep_wal) and NodeID zero; NoChecksum if any input
 // has it (then Pre and Post are 0); Post = last input's Post.
 //
 // Shrinks are honoured: a page version from input i survives only if no
@@ -54,6 +54,11 @@ struct MergeOptions {
   // file, only max_size bounds it).
   uint64_t max_size = 0;
   int room_fd = -1;
+  // Keep the WAL fields (level-0 merges of a pipeline's files, whose
+  // acknowledgement is the WAL cursor past the last file): the last input's
+  // salts, and the WAL span from the first input of the trailing run of
+  // that generation whose frames follow one another to the last input's end.
+  bool keep_wal = false;
 };
 
 struct MergeResult {

@@ -3,8 +3,9 @@
 // and walsync's in-process pipelines share.
 //
 //   upload_stream    s3-put's loop: read LTX files from a stream, verify each
-//                    completely, check it against the remote chain, store it,
-//                    then record the acknowledged position.
+//                    completely, merge those of one sync interval, check the
+//                    object against the remote chain, store it, then record
+//                    the acknowledged position (of its last file).
 //   sync_ack         bring an acknowledgement up to the remote's latest
 //                    level-0 file (an upload that finished just before a crash
 //                    was never acknowledged).
@@ -22,22 +23,37 @@
 
 namespace ltx {
 
+// One object upload_stream stored (or found already stored).
+struct UploadedObject {
+  bool stored = false;   // false: already on the remote, skipped
+  std::string key;
+  Header header;         // the object's header and trailer
+  Trailer trailer;
+  uint64_t bytes = 0;        // object size
+  uint64_t input_bytes = 0;  // stream bytes it stands for (its LTX files)
+  int files = 0;             // LTX files of the stream merged into it
+};
+
 struct UploadOptions {
   int level = 0;                // replica level 0-9 (9: snapshots only)
-  std::string ack;              // level 0: position file written after each stored file
-  std::string tmpdir = "/tmp";  // where a file larger than spool_mem is spooled
-  size_t spool_mem = 256u << 10;  // bytes of one LTX file kept in memory before spooling
+  std::string ack;              // level 0: position file written after each stored object
+  std::string tmpdir = "/tmp";  // where bytes beyond spool_mem are spooled
+  size_t spool_mem = 256u << 10;  // bytes of pending LTX files kept in memory before spooling
   size_t read_buf = 64 * 1024;  // input buffer
   bool allow_empty = false;     // an empty stream is not an error
-  // After each file: stored (false: already on the remote, skipped), its
-  // key, header, trailer and size in bytes. May be empty.
-  std::function<void(bool stored, const std::string& key, const Header&, const Trailer&,
-                     uint64_t bytes)>
-      on_file;
+  // Level 0: at most one object per sync interval. A file that arrives when
+  // the interval since the last stored object has passed is stored at once;
+  // files arriving sooner wait for the interval's end (the input is polled,
+  // Reader::wait) and are merged (ltx/merge.h) into one object with their
+  // TXID range. 0: one object per file.
+  int64_t sync_interval_ms = 0;
+  // After each object. May be empty.
+  std::function<void(const UploadedObject&)> on_file;
 };
 
 // Consumes the LTX stream `in`; returns the number of files read. Throws
-// Integrity for a bad file or a chain conflict (nothing of that file stored).
+// Integrity for a bad file or a chain conflict (nothing of that file
+// stored; the files before a bad one are stored first).
 int upload_stream(Reader& in, Store& store, const Location& loc, const UploadOptions& o);
 
 // The acknowledged position of a stored file: its MaxTXID, post-apply

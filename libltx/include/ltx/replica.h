@@ -164,8 +164,10 @@ class Spool : public Writer {
   // The file holding everything written, or -1 while it is all in memory.
   int fd() const { return fd_; }
   void clear();
-  // A fresh reader over everything written so far.
+  // A fresh reader over everything written so far, or over bytes
+  // [off, off+len) of it.
   std::unique_ptr<Reader> reader();
+  std::unique_ptr<Reader> reader(uint64_t off, uint64_t len);
 
  private:
   size_t limit_;

@@ -29,6 +29,7 @@ struct Database {
   std::string url;                // its replica
   std::string state_dir;          // page state, acknowledgement ("ack"), spools
   uint32_t checkpoint_pages = 1000;
+  int64_t sync_interval_ms = 1000;  // at most one object per interval (UploadOptions)
 };
 
 struct Options {
