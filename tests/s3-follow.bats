@@ -26,7 +26,7 @@ l0() { echo "$CHAIN/l0/$(hex16 "$1")-$(hex16 "$1").ltx"; }
 put_l0() {
   local i files=()
   for i in $(seq "$2" "$3"); do files+=("$(l0 "$i")"); done
-  cat "${files[@]}" | s3-put "$1"
+  cat "${files[@]}" | s3-put --sync-interval 0 "$1"
 }
 # bytes FROM TO: size of the level-0 files FROM..TO
 bytes() {
@@ -71,7 +71,7 @@ stop_follower() {
   # How soon (put to stdout, in intervals) is measured by bench/follow.
   for url in $(backends f); do
     put_l0 "$url" 1 50
-    s3-get --follow --interval 1s -v "$url" > "$T/out" 2> "$T/err" &
+    s3-get --follow --interval 1s --max-interval 0 -v "$url" > "$T/out" 2> "$T/err" &
     FPID=$!
     wait_size "$T/out" "$(bytes 1 50)" 60
     for i in 51 52 53; do
@@ -95,7 +95,7 @@ stop_follower() {
   url=$(s3_url idle)
   put_l0 "$url" 1 20
   start_proxy
-  s3-get --follow --interval 250ms --endpoint "$PROXY" "$url" > "$T/out" 2> "$T/err" &
+  s3-get --follow --interval 250ms --max-interval 0 --endpoint "$PROXY" "$url" > "$T/out" 2> "$T/err" &
   FPID=$!
   wait_size "$T/out" "$(bytes 1 20)" 60
   sleep 0.5
@@ -116,7 +116,7 @@ stop_follower() {
   furl="file://$T/idlef"
   put_l0 "$furl" 1 5
   t0=$(date +%s%N)
-  s3-get --follow --interval 100ms -v "$furl" > "$T/out2" 2> "$T/err" &
+  s3-get --follow --interval 100ms --max-interval 0 -v "$furl" > "$T/out2" 2> "$T/err" &
   FPID=$!
   wait_size "$T/out2" "$(bytes 1 5)" 60
   sleep 1.5
@@ -125,6 +125,31 @@ stop_follower() {
   polls=$(sed -n 's/.* \([0-9]*\) polls.*/\1/p' "$T/err")
   echo "file:// polls in $ms ms at 100ms: $polls" >&3
   [ "$polls" -ge 1 ] && [ "$polls" -le $((ms / 100 + 1)) ]
+}
+
+@test "s3-follow: an idle follower backs off to --max-interval and is back at --interval after a change" {
+  url=$(s3_url backoff)
+  put_l0 "$url" 1 20
+  start_proxy
+  s3-get --follow --interval 100ms --max-interval 800ms -v --endpoint "$PROXY" "$url" > "$T/out" 2> "$T/err" &
+  FPID=$!
+  wait_size "$T/out" "$(bytes 1 20)" 60
+  # the period doubles up to its bound while nothing changes
+  for _ in $(seq 1 300); do grep -q "polling every 800 ms" "$T/err" && break; sleep 0.1; done
+  t0=$(date +%s%N)
+  : > "$PROXY_LOG"
+  sleep 3
+  n=$(grep -c . "$PROXY_LOG" || true)
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "idle requests in $ms ms at 100ms..800ms: $n" >&3
+  [ "$n" -le $((ms / 800 + 1)) ] || fail "$n requests in $ms ms at 800 ms"
+  # a new file is found, and the period is back at --interval
+  put_l0 "$url" 21 21
+  wait_size "$T/out" "$(bytes 1 21)" 60
+  for _ in $(seq 1 300); do [ "$(grep -c "polling every" "$T/err")" -ge 4 ] && break; sleep 0.1; done
+  stop_follower
+  run bash -c "grep -o 'polling every [0-9]* ms' '$T/err' | head -n 4"
+  assert_output "$(printf 'polling every %s ms\n' 200 400 800 100)"
 }
 
 @test "s3-follow: --after resumes without re-downloading" {

@@ -19,7 +19,7 @@
 namespace {
 
 struct Options {
-  std::string url, txid, timestamp, interval = "1s", after;
+  std::string url, txid, timestamp, interval = "1s", max_interval = "30s", after;
   bool dry_run = false, raw = false, follow = false;
   s3cli::Flags s3;
 };
@@ -66,6 +66,9 @@ int follow(const Options& o, ltx::Store& store, const ltx::Location& loc) {
   fo.interval_ms = ltx::parse_duration_ms(o.interval);
   if (fo.interval_ms < 10 || fo.interval_ms > 86400000)
     ltx::fail(ltx::Kind::Usage, "--interval " + o.interval + ": want a duration from 10ms to 24h, e.g. 1s, 500ms, 2m");
+  fo.max_interval_ms = ltx::parse_duration_ms(o.max_interval);
+  if (fo.max_interval_ms < 0 || fo.max_interval_ms > 86400000)
+    ltx::fail(ltx::Kind::Usage, "--max-interval " + o.max_interval + ": want a duration up to 24h, e.g. 30s, 5m (0: no backoff)");
   if (!o.after.empty()) {
     fo.has_after = true;
     if (!ltx::parse_hex16(o.after, &fo.after) && o.after != "0")
@@ -149,6 +152,7 @@ int main(int argc, char** argv) {
   app.get_option("--timestamp")->excludes(fl);
   app.get_option("--dry-run")->excludes(fl);
   app.add_option("--interval", o.interval, "--follow: poll every DUR (default 1s; 500ms, 2m, ...)")->needs(fl);
+  app.add_option("--max-interval", o.max_interval, "--follow: while idle, double the poll period up to DUR (default 30s; 0: no backoff)")->needs(fl);
   app.add_option("--after", o.after, "--follow: start after this TXID (hex) instead of restoring")->needs(fl);
   app.add_option("--max-keys", o.s3.max_keys, "ListObjectsV2 page size (default 1000)")->check(CLI::Range(1, 1000));
   s3cli::add_flags(app, o.s3);

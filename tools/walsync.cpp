@@ -183,7 +183,7 @@ void log_line(const std::string& name, const std::string& event) {
 // ---- watch ----
 struct Watch {
   std::vector<std::string> dbs;
-  std::string state_dir, metrics_file, metrics_interval, drain, backoff_max;
+  std::string state_dir, metrics_file, metrics_interval, drain, backoff_max, sync_interval;
   long checkpoint_pages = -1;
 };
 
@@ -204,6 +204,11 @@ int watch(Common& c, Watch& w) {
               : c.cfg.checkpoint_pages >= 0 ? c.cfg.checkpoint_pages
                                             : 1000;
     d.checkpoint_pages = uint32_t(cp);
+    d.sync_interval_ms = duration_or(e && !e->sync_interval.empty()  ? e->sync_interval
+                                     : !w.sync_interval.empty()     ? w.sync_interval
+                                                                    : c.cfg.sync_interval,
+                                     1000, "--sync-interval");
+    if (d.sync_interval_ms > 3600000) ltx::fail(ltx::Kind::Usage, "--sync-interval: at most 1h");
     for (const auto& x : o.dbs)
       if (x.name == d.name) ltx::fail(ltx::Kind::Usage, path + ": name '" + d.name + "' is taken by " + x.db + " (set name = in the config)");
     o.dbs.push_back(d);
@@ -287,12 +292,13 @@ int restore(Common& c, Restore& r) {
 }
 
 struct Replicate {
-  std::string target, local, interval = "1s";
+  std::string target, local, interval = "1s", max_interval = "30s";
 };
 
 int replicate(Common& c, Replicate& r) {
   c.load();
   duration_or(r.interval, 1000, "--interval");
+  duration_or(r.max_interval, 30000, "--max-interval");
   std::string url = c.resolve(r.target);
   struct sigaction sa {};
   sa.sa_handler = on_stop;
@@ -302,10 +308,10 @@ int replicate(Common& c, Replicate& r) {
   while (!g_stop) {
     int rc = 0;
     std::string pos = capture({"ltx-apply", "--position", r.local}, &rc);
-    Argv get = {"s3-get", "--follow", "--interval", r.interval};
+    Argv get = {"s3-get", "--follow", "--interval", r.interval, "--max-interval", r.max_interval};
     if (rc == 0 && !pos.empty() && pos.find_first_not_of('0') != std::string::npos) get.insert(get.end(), {"--after", pos});
     get.push_back(url);
-    log_line(r.local, "following " + url + (get.size() > 5 ? " after TXID " + pos : ""));
+    log_line(r.local, "following " + url + (get.size() > 7 ? " after TXID " + pos : ""));
     auto t0 = ltx::now_ms();
     rc = run_pipeline({get, {"ltx-apply", "--live", r.local}});
     if (g_stop) break;
@@ -380,6 +386,7 @@ int main(int argc, char** argv) {
   wa->add_option("--metrics-file", w.metrics_file, "write Prometheus metrics to this file");
   wa->add_option("--metrics-interval", w.metrics_interval, "metrics period (default 5s)");
   wa->add_option("--checkpoint-pages", w.checkpoint_pages, "PASSIVE checkpoint at this many frames (default 1000; 0: never)");
+  wa->add_option("--sync-interval", w.sync_interval, "at most one object per database per DUR; commits arriving sooner are merged (default 1s; 0: one object per file)");
   wa->add_option("--drain-timeout", w.drain, "on SIGTERM/SIGINT, wait this long for in-flight files (default 10s)");
   wa->add_option("--backoff-max", w.backoff_max, "longest delay between restarts of a failing pipeline (default 60s)");
 
@@ -399,6 +406,7 @@ int main(int argc, char** argv) {
   rpc->add_option("target", rp.target, "replica NAME or URL")->required();
   rpc->add_option("--local", rp.local, "the replica database")->required();
   rpc->add_option("--interval", rp.interval, "poll period (default 1s)");
+  rpc->add_option("--max-interval", rp.max_interval, "while the replica is idle, double the poll period up to DUR (default 30s)");
 
   Snapshot sn;
   auto* sc = app.add_subcommand("snapshot", "store a level-9 snapshot of a database's replica");

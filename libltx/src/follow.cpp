@@ -2,6 +2,7 @@
 #include "ltx/follow.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstdlib>
 
 #include "ltx/bytes.h"
@@ -76,12 +77,23 @@ void Follower::run() {
     full = false;
   }
   const std::string prefix = r_.level_prefix(0);
+  int64_t period = o_.interval_ms;
+  int64_t said = o_.interval_ms;  // the period last logged
+  auto idle = [&] {  // nothing new: wait, then wait longer next time
+    if (period != said) note("polling every " + std::to_string(said = period) + " ms");
+    int64_t ms = period;
+    period = std::max(o_.interval_ms, std::min(period * 2, o_.max_interval_ms));
+    return o_.wait(ms);
+  };
   for (;;) {
     if (o_.stop && o_.stop()) return;
     if (full) {
       full = false;
-      if (recover()) continue;
-      if (!o_.wait(o_.interval_ms)) return;
+      if (recover()) {
+        period = o_.interval_ms;
+        continue;
+      }
+      if (!idle()) return;
       continue;
     }
     st_.polls++;
@@ -109,8 +121,11 @@ void Follower::run() {
       full = true;
       continue;
     }
-    if (sent) continue;  // more may have arrived meanwhile
-    if (!o_.wait(o_.interval_ms)) return;
+    if (sent) {
+      period = o_.interval_ms;
+      continue;  // more may have arrived meanwhile
+    }
+    if (!idle()) return;
   }
 }
 

@@ -2,6 +2,8 @@
 //
 // Polling is one ListObjectsV2 of level 0 with start-after = the key of the
 // last TXID sent, so an idle poll is one request returning an empty page.
+// While polls find nothing the period doubles, from interval_ms up to
+// max_interval_ms; a poll that finds a file returns it to interval_ms.
 // New level-0 files that continue the chain are streamed in TXID order. A
 // gap at level 0 (the follower fell behind compaction or retention) or a
 // resumed position (--after) is resolved with one full listing: files of
@@ -26,6 +28,7 @@ struct FollowOptions {
   // Checked between files: true stops after the file just sent.
   std::function<bool()> stop;
   int64_t interval_ms = 1000;
+  int64_t max_interval_ms = 30000;  // idle backoff bound (<= interval_ms: no backoff)
   std::function<void(const std::string&)> log;  // may be null
 };
 
