@@ -90,6 +90,15 @@ wait_quiet() {
   [ ! -s out ]
 }
 
+@test "wal-tail refuses a directory (exit 1, one line, nothing on stdout)" {
+  mkdir dir.db
+  run bash -c 'wal-tail dir.db > out 2> err; echo $?'
+  assert_output 1
+  run cat err
+  assert_output "wal-tail: dir.db: is a directory"
+  [ ! -s out ]
+}
+
 @test "wal-tail refuses a database not in WAL mode (exit 1)" {
   sqlite3 plain.db "CREATE TABLE x(y)"
   run bash -c 'wal-tail plain.db > out 2> err; echo $?'

@@ -230,15 +230,75 @@ EOF
   assert_output --partial "no replica URL"
 }
 
-@test "walsync: a state directory refuses another replica" {
+@test "walsync: a state directory refuses another replica: one line, not retried, exit 3" {
   cd "$T"
   mkdb app.db
   walsync watch app.db -b "file://$T/rep1" 2>w1.log & local pid=$!
   wait_log "app: started at" w1.log
   stop_watch "$pid" 5
-  walsync watch app.db -b "file://$T/rep2" 2>w2.log & pid=$!
-  wait_log "state belongs to replica file://$T/rep1/app" w2.log
-  stop_watch "$pid" 5
+  run timeout 60 walsync watch app.db -b "file://$T/rep2"
+  [ "$status" -eq 3 ]
+  assert_line --partial "walsync: app: failed: upload: app.db-walsync: state belongs to replica file://$T/rep1/app, not file://$T/rep2/app"
+  [ "$(grep -c "app: failed: .*; not restarting$" <<< "$output")" -eq 1 ]
+  refute_output --partial "restarting in"
+}
+
+@test "walsync watch: a database that cannot be backed up stops with one line; the others go on; SIGTERM then exits 1" {
+  cd "$T"
+  mkdb app.db
+  sqlite3 plain.db "CREATE TABLE t(x)"  # rollback journal, not WAL
+  mkdir dir.db
+  walsync watch app.db plain.db missing.db dir.db -b "file://$T/rep" --metrics-file m.prom \
+    --metrics-interval 100ms 2>w.log & local pid=$!
+  for n in plain missing dir; do wait_log "$n: failed: .*; not restarting" w.log; done
+  writer app.db 5 0
+  caught_up "file://$T/rep" app app.db
+  wait_log 'walsync_failed{db="dir"} 1' m.prom
+  kill -0 "$pid"  # app is still backed up
+  run walsync status --metrics-file m.prom
+  assert_success
+  assert_line --regexp '^app .* up *$'
+  assert_line --regexp '^plain .* failed *$'
+  [ "$(metric walsync_failed app m.prom)" = 0 ]
+  [ "$(metric walsync_failed plain m.prom)" = 1 ]
+  [ "$(metric walsync_up plain m.prom)" = 0 ]
+  kill -TERM "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 1 ]
+  run grep -v -e "started at" -e "watch: " -e "drained at" w.log
+  assert_output "walsync: plain: failed: wal-tail: plain.db: not in WAL mode (PRAGMA journal_mode=WAL); not restarting
+walsync: missing: failed: wal-tail: missing.db: No such file or directory; not restarting
+walsync: dir: failed: wal-tail: dir.db: is a directory; not restarting"
+}
+
+@test "walsync watch: when every database has failed for good, it exits 1 by itself" {
+  cd "$T"
+  sqlite3 plain.db "CREATE TABLE t(x)"
+  run timeout 60 walsync watch plain.db missing.db -b "file://$T/rep"
+  [ "$status" -eq 1 ]
+  assert_line "walsync: plain: failed: wal-tail: plain.db: not in WAL mode (PRAGMA journal_mode=WAL); not restarting"
+  assert_line "walsync: missing: failed: wal-tail: missing.db: No such file or directory; not restarting"
+  refute_output --partial "restarting in"
+}
+
+@test "walsync replicate: a usage or integrity error is not retried: one line, its status" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 5 0
+  walsync watch app.db -b "file://$T/rep" 2>w.log & local pid=$!
+  caught_up "file://$T/rep" app app.db
+  stop_watch "$pid" 10
+  head -c 8192 /dev/urandom > junk.db
+  run timeout 60 walsync replicate app -b "file://$T/rep" --local junk.db --interval 100ms
+  [ "$status" -eq 3 ]
+  assert_line "walsync: junk.db: pipeline exited with status 3; not restarting"
+  refute_output --partial "restarting in"
+  # an interval s3-get refuses: exit 2, and no empty replica left behind
+  run timeout 60 walsync replicate app -b "file://$T/rep" --local new.db --interval 1d
+  [ "$status" -eq 2 ]
+  refute_output --partial "restarting in"
+  [ ! -e new.db ]
 }
 
 @test "walsync snapshot, ls, verify" {

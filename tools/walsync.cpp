@@ -60,8 +60,8 @@ void on_stop(int) {
 }
 
 // Runs cmds as a pipeline (stdin of the first and stdout of the last are
-// ours, or out_fd); returns the first failing status (pipefail), 128+N for
-// a signal.
+// ours, or out_fd); returns the first failing status (pipefail; a usage or
+// integrity status before a runtime one), 128+N for a signal.
 int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1) {
   std::vector<pid_t> pids;
   int in = 0;
@@ -101,7 +101,10 @@ int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1) {
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     int r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (rc == 0) rc = r;
+    // A usage or integrity failure of any stage names the cause better
+    // than the runtime failure (EPIPE) it leaves its neighbour with.
+    bool meaningful = r == cli::kUsage || r == cli::kIntegrity;
+    if (rc == 0 || (meaningful && rc != cli::kUsage && rc != cli::kIntegrity)) rc = r;
   }
   g_nchildren = 0;
   return rc;
@@ -262,11 +265,14 @@ int watch(Common& c, Watch& w) {
     return sig > 0;
   };
   log_line("watch", std::to_string(o.dbs.size()) + " database" + (o.dbs.size() == 1 ? "" : "s"));
-  if (!ltx::watch::run(o)) {
+  // Status 1 or 3 once a database failed for good, even after a SIGTERM:
+  // systemd's Restart=on-failure and the operator must hear of it.
+  ltx::watch::Result res = ltx::watch::run(o);
+  if (!res.drained) {
     std::fflush(stderr);
-    ::_exit(cli::kRuntime);  // pipelines still running: do not wait for them
+    ::_exit(res.status);  // pipelines still running: do not wait for them
   }
-  return cli::kOk;
+  return res.status;
 }
 
 // ---- restore, replicate, snapshot ----
@@ -304,6 +310,8 @@ int replicate(Common& c, Replicate& r) {
   sa.sa_handler = on_stop;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct stat st0 {};
+  const bool existed = ::stat(r.local.c_str(), &st0) == 0;
   int failures = 0;
   while (!g_stop) {
     int rc = 0;
@@ -315,6 +323,15 @@ int replicate(Common& c, Replicate& r) {
     auto t0 = ltx::now_ms();
     rc = run_pipeline({get, {"ltx-apply", "--live", r.local}});
     if (g_stop) break;
+    // A usage or integrity error (status 2, 3) or a missing tool (126,
+    // 127) comes back on every retry: stop with its status, once.
+    if (rc == cli::kUsage || rc == cli::kIntegrity || rc == 126 || rc == 127) {
+      struct stat st {};
+      if (!existed && ::stat(r.local.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0)
+        ::unlink(r.local.c_str());  // the empty file this run created
+      log_line(r.local, "pipeline exited with status " + std::to_string(rc) + "; not restarting");
+      return rc == cli::kIntegrity ? cli::kIntegrity : rc == cli::kUsage ? cli::kUsage : cli::kRuntime;
+    }
     if (ltx::now_ms() - t0 > 60000) failures = 0;
     int delay = std::min(60000, 1000 << std::min(failures++, 6));
     log_line(r.local, "pipeline exited with status " + std::to_string(rc) + "; restarting in " + std::to_string(delay) + " ms");
@@ -364,11 +381,11 @@ int status(Common& c, const std::string& metrics_file) {
   std::stringstream ss;
   ss << in.rdbuf();
   auto ms = ltx::watch::parse_metrics(ss.str());
-  std::printf("%-20s %-16s %9s %-20s %6s %4s\n", "NAME", "TXID", "LAG", "LAST-SUCCESS", "ERRORS", "UP");
+  std::printf("%-20s %-16s %9s %-20s %6s %-6s\n", "NAME", "TXID", "LAG", "LAST-SUCCESS", "ERRORS", "STATE");
   for (const auto& m : ms)
-    std::printf("%-20s %-16s %8.1fs %-20s %6llu %4s\n", m.name.c_str(), ltx::hex16(m.txid).c_str(), m.lag_s,
+    std::printf("%-20s %-16s %8.1fs %-20s %6llu %-6s\n", m.name.c_str(), ltx::hex16(m.txid).c_str(), m.lag_s,
                 m.last_success_ms ? ltx::format_timestamp(m.last_success_ms / 1000 * 1000).c_str() : "-",
-                (unsigned long long)m.errors, m.up ? "yes" : "no");
+                (unsigned long long)m.errors, m.failed ? "failed" : m.up ? "up" : "down");
   return cli::kOk;
 }
 

@@ -10,6 +10,8 @@ namespace ltx {
 
 void fail(Kind k, const std::string& msg) { throw Error(k, msg); }
 
+void fail_permanent(const std::string& msg) { throw Error(Kind::Runtime, msg, true); }
+
 void fail_errno(const std::string& msg) {
   int e = errno;
   throw Error(Kind::Runtime, msg + ": " + std::strerror(e));

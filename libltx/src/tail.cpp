@@ -279,9 +279,15 @@ bool Tailer::frame_pending() {
 
 void Tailer::check_file() {
   dbfd_ = ::open(o_.db.c_str(), O_RDONLY | O_CLOEXEC);
-  if (dbfd_ < 0) fail_errno(o_.db);
+  if (dbfd_ < 0) {
+    // No such file, no access: retrying will not make the file appear.
+    int e = errno;
+    if (e == ENOENT || e == ENOTDIR || e == EACCES || e == ELOOP) fail_permanent(o_.db + ": " + std::strerror(e));
+    fail_errno(o_.db);
+  }
   struct stat st;
   if (fstat(dbfd_, &st) != 0) fail_errno(o_.db);
+  if (S_ISDIR(st.st_mode)) fail_permanent(o_.db + ": is a directory");
   if (!S_ISREG(st.st_mode)) fail(Kind::Integrity, o_.db + ": not a SQLite database");
   dev_ = st.st_dev;
   ino_ = st.st_ino;
@@ -290,7 +296,7 @@ void Tailer::check_file() {
     fail(Kind::Integrity, o_.db + ": not a SQLite database");
   ps_ = get16(h + 16) == 1 ? 65536 : get16(h + 16);
   if (ps_ < 512 || ps_ > 65536 || (ps_ & (ps_ - 1))) fail(Kind::Integrity, o_.db + ": invalid page size");
-  if (h[18] != 2 || h[19] != 2) fail_runtime(o_.db + ": not in WAL mode (PRAGMA journal_mode=WAL)");
+  if (h[18] != 2 || h[19] != 2) fail_permanent(o_.db + ": not in WAL mode (PRAGMA journal_mode=WAL)");
 }
 
 Shm Tailer::read_shm() {
@@ -743,7 +749,7 @@ void Tailer::run() {
   for (auto& r : r_) r.reset(new Db(o_.db, o_.busy_timeout_ms));
   ck_.reset(new Db(o_.db, o_.busy_timeout_ms));
   std::string mode = ck_->text("PRAGMA journal_mode");
-  if (mode != "wal") fail_runtime(o_.db + ": not in WAL mode (journal_mode is " + mode + ")");
+  if (mode != "wal") fail_permanent(o_.db + ": not in WAL mode (journal_mode is " + mode + ")");
   with_context(o_.db, [&] { r_[0]->begin_read(); });  // refuses exclusive locking mode
   cur_ = 0;
   if (::access(shm_path_.c_str(), F_OK) != 0)

@@ -119,22 +119,33 @@ struct Db {
   pthread_t tail_handle{};
   std::thread up, enc, tail;           // up: set-up and upload; starts enc and tail
   std::mutex mu;
-  std::string error;                   // the run's first failure
+  std::string error;                   // the run's first failure (a permanent one first)
+  bool error_permanent = false;        // retrying cannot cure it (Error::permanent)
+  Kind error_kind = Kind::Runtime;
   bool running = false;
+  bool failed = false;                 // stopped for good after a permanent failure
+  Kind failed_kind = Kind::Runtime;
   int64_t started_ms = 0, next_ms = 0;
   int failures = 0;
   std::atomic<uint64_t> txid{0}, bytes{0}, files{0}, errors{0}, restarts{0};
   std::atomic<int64_t> last_success_ms{0};
   LagTracker lag;
 
-  void fail(const std::string& stage, const std::string& what) {
+  void fail(const std::string& stage, const std::string& what, bool permanent = false,
+            Kind kind = Kind::Runtime) {
     std::lock_guard<std::mutex> l(mu);
-    if (error.empty()) error = stage + ": " + what;
+    // The first failure names the cause (the others are its echoes: a
+    // closed pipe, a stop); a permanent one wins over a transient one.
+    if (error.empty() || (permanent && !error_permanent)) {
+      error = stage + ": " + what;
+      error_permanent = permanent;
+      error_kind = kind;
+    }
     stop = 1;
   }
-  std::string first_error() {
-    std::lock_guard<std::mutex> l(mu);
-    return error;
+  void fail(const std::string& stage, const std::exception& e) {
+    auto* le = dynamic_cast<const Error*>(&e);
+    fail(stage, e.what(), le && le->permanent(), le ? le->kind() : Kind::Runtime);
   }
 };
 
@@ -175,7 +186,7 @@ void run_tail(Db& d, const Options& o, tail::Options to, Fd out) {
     w.flush();
     if (!d.stop) d.fail("wal-tail", "ended unexpectedly");
   } catch (const std::exception& e) {
-    d.fail("wal-tail", e.what());
+    d.fail("wal-tail", e);
   }
   (void)o;
   Fd closed(std::move(out));
@@ -207,7 +218,7 @@ void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack
       tap.flush();
     }
   } catch (const std::exception& e) {
-    d.fail("ltx-encode", e.what());
+    d.fail("ltx-encode", e);
   }
   Fd a(std::move(in)), b(std::move(out));
 }
@@ -292,7 +303,7 @@ void run_pipeline(Db& d, const Options& o) {
     };
     upload_stream(in, *store, loc, u);
   } catch (const std::exception& e) {
-    d.fail("upload", e.what());
+    d.fail("upload", e);
   }
   { Fd closed(std::move(up_in)); }
   if (!d.tail_started) d.tail_done = true;
@@ -327,6 +338,7 @@ void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
     x.restarts = d->restarts;
     x.last_success_ms = d->last_success_ms;
     x.up = d->running && !d->stop;
+    x.failed = d->failed;
     m.push_back(x);
   }
   try {
@@ -361,9 +373,10 @@ std::string format_metrics(const std::vector<Metrics>& m) {
       {"walsync_restarts_total", "counter", "Pipeline restarts after a failure."},
       {"walsync_last_success_timestamp_seconds", "gauge", "Unix time of the last stored file (0: none)."},
       {"walsync_up", "gauge", "1 while the pipeline runs."},
+      {"walsync_failed", "gauge", "1 once the pipeline failed in a way retrying cannot cure; not restarted."},
   };
   std::ostringstream s;
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < int(sizeof defs / sizeof defs[0]); i++) {
     s << "# HELP " << defs[i].name << ' ' << defs[i].help << "\n# TYPE " << defs[i].name << ' '
       << defs[i].type << '\n';
     for (const auto& x : m) {
@@ -377,7 +390,8 @@ std::string format_metrics(const std::vector<Metrics>& m) {
         case 4: std::snprintf(v, sizeof v, "%llu", (unsigned long long)x.errors); break;
         case 5: std::snprintf(v, sizeof v, "%llu", (unsigned long long)x.restarts); break;
         case 6: std::snprintf(v, sizeof v, "%.3f", double(x.last_success_ms) / 1000.0); break;
-        default: std::snprintf(v, sizeof v, "%d", x.up ? 1 : 0); break;
+        case 7: std::snprintf(v, sizeof v, "%d", x.up ? 1 : 0); break;
+        default: std::snprintf(v, sizeof v, "%d", x.failed ? 1 : 0); break;
       }
       s << v << '\n';
     }
@@ -420,11 +434,12 @@ std::vector<Metrics> parse_metrics(const std::string& text) {
     else if (metric == "walsync_restarts_total") x->restarts = std::strtoull(v.c_str(), nullptr, 10);
     else if (metric == "walsync_last_success_timestamp_seconds") x->last_success_ms = int64_t(d * 1000);
     else if (metric == "walsync_up") x->up = d != 0;
+    else if (metric == "walsync_failed") x->failed = d != 0;
   }
   return out;
 }
 
-bool run(const Options& o) {
+Result run(const Options& o) {
   struct sigaction sa {};
   sa.sa_handler = on_wake;  // no SA_RESTART: the tail's poll() returns EINTR
   sigemptyset(&sa.sa_mask);
@@ -437,15 +452,35 @@ bool run(const Options& o) {
   }
   int64_t next_metrics = 0, deadline = 0;
   bool stopping = false;
+  Result res;
   for (;;) {
     int64_t now = mono_ms();
-    bool any_running = false;
+    bool any_running = false, all_failed = true;
     for (auto& dp : dbs) {
       Db& d = *dp;
       if (d.running && d.done == 3) {
         join(d);
-        std::string err = d.first_error();
-        if (stopping) {
+        std::string err;
+        bool permanent;
+        Kind kind;
+        {
+          std::lock_guard<std::mutex> l(d.mu);
+          err = d.error;
+          permanent = d.error_permanent;
+          kind = d.error_kind;
+        }
+        if (permanent) {
+          // Retrying cannot cure it (not in WAL mode, no such file, a
+          // state of another replica, damaged data): stop this database,
+          // say why once; the others go on.
+          d.errors++;
+          d.failed = true;
+          d.failed_kind = kind;
+          if (kind == Kind::Integrity) res.status = 3;
+          else if (res.status == 0) res.status = 1;
+          d.lag.restart();
+          if (o.log) o.log(d.cfg.name, "failed: " + err + "; not restarting");
+        } else if (stopping) {
           if (o.log) o.log(d.cfg.name, err.empty() ? "drained at TXID " + hex16(d.txid)
                                                    : "stopped at TXID " + hex16(d.txid) + " after " + err);
         } else {
@@ -463,7 +498,7 @@ bool run(const Options& o) {
         }
       }
       if (d.running && d.stop && d.tail_started && !d.tail_done) pthread_kill(d.tail_handle, SIGUSR1);
-      if (!stopping && !d.running && now >= d.next_ms) {
+      if (!stopping && !d.running && !d.failed && now >= d.next_ms) {
         d.stop = 0;
         d.done = 0;
         d.tail_started = d.tail_done = d.stored_this_run = false;
@@ -476,15 +511,17 @@ bool run(const Options& o) {
         d.up = std::thread([&d, &o] { run_pipeline(d, o); });
       }
       any_running = any_running || d.running;
+      all_failed = all_failed && d.failed;
     }
     if (now >= next_metrics) {
       write_metrics(o, dbs);
       next_metrics = now + o.metrics_interval_ms;
     }
+    if (all_failed && !dbs.empty()) stopping = true;  // nothing left to back up
     if (stopping) {
       if (!any_running) {
         write_metrics(o, dbs);
-        return true;
+        return res;
       }
       if (now >= deadline) {
         for (auto& dp : dbs)
@@ -492,7 +529,9 @@ bool run(const Options& o) {
         write_metrics(o, dbs);
         for (auto& dp : dbs)
           if (dp->running) dp.release();  // its threads still run: the caller exits
-        return false;
+        res.drained = false;
+        if (res.status == 0) res.status = 1;
+        return res;
       }
       struct timespec ts{0, 20 * 1000000};
       nanosleep(&ts, nullptr);

@@ -2,7 +2,9 @@
 // three stages of the backup pipeline (wal-tail | ltx-encode | s3-put) run
 // as threads joined by pipe(2)s, each calling the library directly, under
 // one supervisor that restarts failed pipelines with exponential backoff
-// and drains them on shutdown.
+// and drains them on shutdown. A failure that retrying cannot cure
+// (Error::permanent: a database not in WAL mode or missing, a state of
+// another replica, damaged data) stops that database for good instead.
 //
 // Each (re)start follows the acknowledged-position protocol (pipeline.h):
 // the acknowledgement is brought up to the remote's latest file, the page
@@ -49,10 +51,16 @@ struct Options {
   std::function<bool(int ms)> wait_stop;
 };
 
-// Runs until wait_stop() returns true, then stops every tail, lets the
-// encoders and uploaders finish what is in the pipes, and returns true if
-// all drained within drain_ms (false: some pipelines were abandoned).
-bool run(const Options& o);
+struct Result {
+  bool drained = true;  // false: some pipelines were abandoned after drain_ms
+                        // (their threads still run: the caller must exit)
+  int status = 0;       // exit status: 0; 1 a database failed permanently
+                        // (or was abandoned); 3 one failed on data integrity
+};
+// Runs until wait_stop() returns true, or until every database has failed
+// permanently; then stops every tail, lets the encoders and uploaders finish
+// what is in the pipes (up to drain_ms), and returns.
+Result run(const Options& o);
 
 // Per-database metrics, as run() writes them to Options::metrics_file.
 struct Metrics {
@@ -62,6 +70,7 @@ struct Metrics {
   uint64_t bytes = 0, files = 0, errors = 0, restarts = 0;
   int64_t last_success_ms = 0;    // last stored file (0: none yet)
   bool up = false;
+  bool failed = false;            // stopped for good (a permanent failure)
 };
 std::string format_metrics(const std::vector<Metrics>& m);
 // Parses format_metrics() output (unknown lines are ignored).
