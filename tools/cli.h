@@ -44,9 +44,10 @@ inline uint64_t parse_size(const std::string& s) {
   return uint64_t(v) << shift;
 }
 
-// "tool: message" on stderr, one line.
+// "tool: message" on stderr, one line: control characters (a server's text,
+// a key) are printed escaped (ltx::printable).
 inline void error(const std::string& msg) {
-  std::fprintf(stderr, "%s: %s\n", tool_name(), msg.c_str());
+  std::fprintf(stderr, "%s: %s\n", tool_name(), ltx::printable(msg).c_str());
 }
 
 // Parse argv with CLI11 and run body(); map every failure to the house status.

@@ -17,6 +17,47 @@ void fail_errno(const std::string& msg) {
   throw Error(Kind::Runtime, msg + ": " + std::strerror(e));
 }
 
+std::string printable(const std::string& s) {
+  static const char* d = "0123456789abcdef";
+  std::string o;
+  o.reserve(s.size());
+  auto esc = [&](unsigned char c) {
+    o += "\\x";
+    o += d[c >> 4];
+    o += d[c & 15];
+  };
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) esc(c);
+      else o += char(c);
+      i++;
+      continue;
+    }
+    // One well-formed UTF-8 sequence (no overlong form, no surrogate, no C1).
+    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+    if (c >= 0xf5) n = 0;
+    uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; k++) {
+      auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xc0) != 0x80) ok = false;
+      cp = cp << 6 | (b & 0x3f);
+    }
+    if (ok && ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+               (cp >= 0x80 && cp < 0xa0)))
+      ok = false;
+    if (!ok) {
+      esc(c);
+      i++;
+      continue;
+    }
+    o.append(s, i, n);
+    i += n;
+  }
+  return o;
+}
+
 std::string hex16(uint64_t v) {
   char b[17];
   std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));

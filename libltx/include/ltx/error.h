@@ -39,6 +39,11 @@ class Error : public std::runtime_error {
 // Runtime error with ": strerror(errno)" appended.
 [[noreturn]] void fail_errno(const std::string& msg);
 
+// Text from outside (a server's error message, a key) made safe for one
+// line on a terminal: C0 and C1 control characters, DEL and bytes that are
+// not UTF-8 become \xNN; a backslash stays as it is.
+std::string printable(const std::string& s);
+
 // Run f(); rethrow any ltx::Error with "ctx: " in front.
 template <class F>
 auto with_context(const std::string& ctx, F&& f) -> decltype(f()) {
