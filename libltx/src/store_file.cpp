@@ -205,6 +205,8 @@ Location parse_url(const std::string& url) {
   auto bad = [&](const std::string& why) -> Location {
     fail(Kind::Usage, "malformed URL " + url + ": " + why);
   };
+  // A query (?versionId=...) would silently become part of the key.
+  if (url.find('?') != std::string::npos) return bad("'?' has no meaning in a replica URL");
   if (url.compare(0, 5, "s3://") == 0) {
     loc.scheme = Location::Scheme::S3;
     std::string rest = url.substr(5);
