@@ -37,6 +37,7 @@ size_t FdReader::read(void* buf, size_t n) {
     ssize_t k = ::read(fd_, buf, n);
     if (k >= 0) return size_t(k);
     if (errno != EINTR) fail_errno("read");
+    if (signal_pending()) fail_runtime("read: interrupted by signal " + std::to_string(signal_pending()));
   }
 }
 
@@ -167,7 +168,13 @@ void unregister_temp(const char* p) {
     if (t.compare_exchange_strong(expected, nullptr)) return;
   }
 }
+std::atomic<int> g_defer{0}, g_pending{0};
+
 void on_signal(int sig) {
+  if (g_defer.load() > 0) {
+    g_pending.store(sig);
+    return;
+  }
   for (auto& t : g_temps) {
     const char* p = t.load();
     if (p) ::unlink(p);
@@ -185,6 +192,12 @@ void install_cleanup_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGHUP, &sa, nullptr);
 }
+
+SignalDeferral::SignalDeferral() { g_defer++; }
+SignalDeferral::~SignalDeferral() {
+  if (--g_defer == 0 && g_pending.load()) ::raise(g_pending.load());
+}
+int signal_pending() { return g_pending.load(); }
 
 static std::string dir_of(const std::string& path) {
   auto slash = path.rfind('/');

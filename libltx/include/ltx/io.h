@@ -122,6 +122,19 @@ class AtomicFile {
 void fsync_dir_of(const std::string& path);
 // On SIGINT/SIGTERM remove every live AtomicFile temp, then re-raise.
 void install_cleanup_handlers();
+// While a SignalDeferral lives, SIGINT/SIGTERM/SIGHUP caught by those
+// handlers only set signal_pending() (a blocked FdReader::read then throws);
+// the last deferral's end re-raises the signal. Work that must not be cut
+// short, such as aborting a multipart upload, finishes first.
+class SignalDeferral {
+ public:
+  SignalDeferral();
+  ~SignalDeferral();
+  SignalDeferral(const SignalDeferral&) = delete;
+  SignalDeferral& operator=(const SignalDeferral&) = delete;
+};
+// The deferred signal's number, or 0.
+int signal_pending();
 // True if fd is a terminal (tools refuse to write binary there).
 bool is_tty(int fd);
 // Bytes an unprivileged writer may still add to the file system holding fd
