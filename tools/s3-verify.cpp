@@ -2,6 +2,7 @@
 // across files and levels. Defects on stderr, one a line; summary on stdout.
 #include "cli.h"
 #include "ltx/bytes.h"
+#include "ltx/ltx.h"
 #include "ltx/replica.h"
 #include "s3common.h"
 
@@ -24,6 +25,12 @@ int run(const Options& o) {
     });
   });
   for (auto& d : r.defects) cli::error(o.url + ": " + d);
+  // Multipart uploads never completed nor aborted cost storage; one that is
+  // still running (a watch uploading a snapshot) is listed as well.
+  auto uploads = ltx::with_context(o.url, [&] { return store->list_uploads(loc.path.empty() ? "" : loc.path + "/"); });
+  for (auto& u : uploads)
+    cli::error(o.url + ": unfinished multipart upload of " + u.key + " (begun " + ltx::format_timestamp(u.initiated_ms) +
+               ", upload id " + u.upload_id + ")");
   if (!o.quiet) {
     std::string s = "files\t" + std::to_string(r.files) + "\t" + std::to_string(r.bytes) + " bytes\t";
     bool first = true;
@@ -40,6 +47,7 @@ int run(const Options& o) {
       s += "restorable\tnone\n";
     s += "defects\t" + std::to_string(r.defects.size()) + "\t" + std::to_string(r.bad_files) + " corrupt, " +
          std::to_string(r.gaps) + " gaps, " + std::to_string(r.orphans) + " orphans\n";
+    if (!uploads.empty()) s += "uploads\t" + std::to_string(uploads.size()) + " unfinished multipart\n";
     ltx::FdWriter out(1);
     out.write(s.data(), s.size());
     out.flush();

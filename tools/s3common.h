@@ -137,6 +137,12 @@ inline ltx::S3Config config(const Flags& f, const ltx::Location& loc) {
   c.connect_timeout_s = f.connect_timeout;
   c.low_speed_time_s = f.timeout;
   c.max_keys = f.max_keys;
+  std::string mlk = env("WALSYNC_S3_MAX_LIST_KEYS");
+  if (!mlk.empty()) {
+    c.max_list_keys = std::strtoull(mlk.c_str(), nullptr, 10);
+    if (c.max_list_keys < 1 || mlk.find_first_not_of("0123456789") != std::string::npos)
+      ltx::fail(ltx::Kind::Usage, "WALSYNC_S3_MAX_LIST_KEYS=" + mlk + ": want a positive number");
+  }
   if (!f.part_size.empty()) {
     c.part_size = parse_size(f.part_size);
     if (c.part_size < (5u << 20)) ltx::fail(ltx::Kind::Usage, "--part-size " + f.part_size + ": want at least 5M");

@@ -3,6 +3,7 @@
 // multipart upload with one part-size buffer, ListObjectsV2, DeleteObjects.
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "ltx/error.h"
@@ -124,6 +126,13 @@ std::string md5_base64(const std::string& s) {
   return base64(md, len);
 }
 
+// The <Code> of an S3 <Error> body, or "".
+std::string error_code(const std::string& body) {
+  std::string code;
+  if (body.find("<Error") == std::string::npos || !xml_tag(body, "Code", &code)) return "";
+  return xml_unescape(code);
+}
+
 void curl_init_once() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
@@ -142,6 +151,9 @@ struct Request {
   uint64_t range_start = 0;      // for sink GETs: first byte wanted
   int64_t range_len = -1;        // -1: to the end
   std::string raw_range;         // e.g. "bytes=-16" (no resume)
+  size_t tail = 0;               // with raw_range: keep only the last `tail` bytes of a 200
+  bool patient = false;          // no overall deadline, no rate floor (CompleteMultipartUpload)
+  bool on_signal_too = false;    // runs although a signal is pending (abort on the way out)
 };
 
 struct Response {
@@ -156,6 +168,10 @@ struct Xfer {
   Response* resp;
   Writer* sink;
   uint64_t want_start = 0; // first byte asked for with Range
+  int64_t want_len = -1;   // bytes wanted this attempt; -1: to the end
+  bool enough = false;     // want_len delivered: the rest of a 200 is not needed
+  std::string range_err;   // the server answered another range than asked
+  size_t tail = 0;
   bool skip_set = false;
   uint64_t skip = 0;       // bytes to drop (server ignored our Range)
   uint64_t delivered = 0;  // bytes handed to sink this attempt
@@ -168,13 +184,42 @@ struct Xfer {
   curl_off_t last_bytes = -1;
   std::chrono::steady_clock::time_point last_move;
   bool stalled = false;
+  bool paced = true;        // under 1 KiB/s over stall_s: too slow
+  curl_off_t win_bytes = 0;
+  std::chrono::steady_clock::time_point win_start;
+  bool slow = false;
+  bool has_deadline = false;  // the whole request within stall_s
+  std::chrono::steady_clock::time_point deadline;
+  bool timed_out = false;
+  bool on_signal_too = false;
+  bool interrupted = false;
 };
+
+constexpr curl_off_t kMinRate = 1024;  // bytes/s a transfer must average
 
 // Stall detection: curl's LOW_SPEED averages over a window and reacts late
 // after a burst; this aborts when no byte moved for stall_s seconds.
+// It also enforces the rate floor, the deadline of a control request, and a
+// pending signal.
 int on_progress(void* ud, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
   auto* x = static_cast<Xfer*>(ud);
   auto now = std::chrono::steady_clock::now();
+  if (!x->on_signal_too && signal_pending()) {
+    x->interrupted = true;
+    return 1;
+  }
+  if (x->has_deadline && now > x->deadline) {
+    x->timed_out = true;
+    return 1;
+  }
+  if (x->paced && now - x->win_start >= std::chrono::seconds(x->stall_s)) {
+    if (dlnow + ulnow - x->win_bytes < kMinRate * x->stall_s) {
+      x->slow = true;
+      return 1;
+    }
+    x->win_bytes = dlnow + ulnow;
+    x->win_start = now;
+  }
   if (dlnow + ulnow != x->last_bytes) {
     x->last_bytes = dlnow + ulnow;
     x->last_move = now;
@@ -211,21 +256,48 @@ size_t on_write(char* p, size_t sz, size_t n, void* ud) {
   long st = x->resp->status;
   if (x->sink && (st == 200 || st == 206)) {
     size_t off = 0;
-    if (!x->skip_set) {  // a 200 to a ranged GET: the server ignored Range
+    if (!x->skip_set) {
       x->skip_set = true;
-      if (st == 200) x->skip = x->want_start;
+      if (st == 200) {
+        x->skip = x->want_start;  // the server ignored Range: drop the bytes before it
+      } else {
+        // The range the server says it sent must start where we asked.
+        std::string cr = x->resp->headers["content-range"];
+        uint64_t first = 0, last = 0, total = 0;
+        if (!parse_content_range(cr, &first, &last, &total) || first != x->want_start) {
+          x->range_err = "asked for bytes from " + std::to_string(x->want_start) + ", the server answered 206 with " +
+                         (cr.empty() ? std::string("no Content-Range") : "Content-Range: " + cr);
+          return 0;
+        }
+      }
     }
     if (x->skip) {
       off = size_t(std::min<uint64_t>(x->skip, len));
       x->skip -= off;
     }
+    size_t k = len - off;
+    if (x->want_len >= 0 && x->delivered + k > uint64_t(x->want_len)) {
+      k = size_t(uint64_t(x->want_len) - x->delivered);  // more than asked: the rest is not ours
+      x->enough = true;
+    }
     try {
-      if (len > off) x->sink->write(p + off, len - off);
+      // Time blocked on the sink (a slow reader downstream) is not the server's.
+      auto t0 = std::chrono::steady_clock::now();
+      if (k) x->sink->write(p + off, k);
+      auto blocked = std::chrono::steady_clock::now() - t0;
+      x->win_start += blocked;
+      x->last_move += blocked;
     } catch (...) {
       x->sink_err = std::current_exception();
       return 0;
     }
-    x->delivered += len - off;
+    x->delivered += k;
+    if (x->enough) return 0;
+  } else if (x->tail && st == 200) {
+    // A suffix range answered with the whole object: keep its last bytes.
+    x->resp->body.append(p, len);
+    if (x->resp->body.size() > 2 * x->tail + (64u << 10))
+      x->resp->body.erase(0, x->resp->body.size() - x->tail);
   } else {
     if (x->resp->body.size() + len > (64u << 20)) return 0;  // hostile response
     x->resp->body.append(p, len);
@@ -366,8 +438,22 @@ class S3Store : public Store {
       Request r;
       r.key = key;
       r.raw_range = "bytes=-" + std::to_string(n);
+      r.tail = n;
       Response resp = request(r);
       std::string& b = resp.body;
+      if (resp.status == 206) {
+        // The last min(n, size) bytes, and nothing else.
+        std::string cr = resp.headers["content-range"];
+        uint64_t first = 0, last = 0, total = 0;
+        if (!parse_content_range(cr, &first, &last, &total) || total == UINT64_MAX || last + 1 != total ||
+            last - first + 1 != b.size() || b.size() != std::min<uint64_t>(n, total))
+          fail_runtime("asked for the last " + std::to_string(n) + " bytes, the server answered 206 with " +
+                       (cr.empty() ? std::string("no Content-Range") : "Content-Range: " + cr) + " and " +
+                       std::to_string(b.size()) + " bytes");
+      } else if (resp.status != 200) {
+        fail_runtime("asked for the last " + std::to_string(n) + " bytes, the server answered HTTP " +
+                     std::to_string(resp.status));
+      }
       if (b.size() < n) fail_integrity("object is shorter than " + std::to_string(n) + " bytes");
       return b.substr(b.size() - n);
     });
@@ -375,38 +461,53 @@ class S3Store : public Store {
 
   std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after) override {
     return with_context("list s3://" + bucket_ + "/" + prefix, [&] {
+      // Keys come URL-encoded: one key holding a control character would
+      // otherwise make some servers (Swift) fail every listing.
       std::vector<ObjectInfo> out;
       std::string token;
-      for (int page = 0;; page++) {
+      Paging paging("ListObjectsV2", cfg_.max_list_keys);
+      for (;;) {
         Request r;
-        r.query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", std::to_string(cfg_.max_keys)}};
+        r.query = {{"list-type", "2"}, {"prefix", prefix}, {"max-keys", std::to_string(cfg_.max_keys)},
+                   {"encoding-type", "url"}};
         if (!token.empty()) r.query.emplace_back("continuation-token", token);
         if (!start_after.empty()) r.query.emplace_back("start-after", start_after);
         Response resp = request(r);
-        const std::string& x = resp.body;
-        if (x.find("<ListBucketResult") == std::string::npos)
-          fail_runtime("unexpected ListObjectsV2 response (HTTP " + std::to_string(resp.status) + ")");
-        size_t pos = 0;
-        std::string c;
-        while (xml_tag(x, "Contents", &c, &pos)) {
-          ObjectInfo o;
-          std::string v;
-          if (!xml_tag(c, "Key", &v)) fail_runtime("ListObjectsV2: entry without a Key");
-          o.key = xml_unescape(v);
-          if (xml_tag(c, "Size", &v)) o.size = std::strtoull(v.c_str(), nullptr, 10);
-          if (xml_tag(c, "LastModified", &v)) o.mtime_ms = parse_iso(v);
-          if (xml_tag(c, "ETag", &v)) o.etag = xml_unescape(v);
+        ListPage pg = parse_list_page(resp.body);
+        for (auto& o : pg.objects) {
+          paging.key(o.key, prefix, out.empty() ? start_after : out.back().key);
           out.push_back(std::move(o));
         }
-        std::string trunc, next;
-        xml_tag(x, "IsTruncated", &trunc);
-        if (trunc != "true") break;
-        if (!xml_tag(x, "NextContinuationToken", &next) || next.empty())
-          fail_runtime("ListObjectsV2: truncated page without a continuation token");
-        token = xml_unescape(next);
-        if (page > 10000000) fail_runtime("ListObjectsV2: too many pages");
+        if (!pg.truncated) break;
+        paging.next_page(pg.next_token, pg.objects.empty());
+        token = pg.next_token;
       }
-      std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+      return out;
+    });
+  }
+
+  std::vector<Upload> list_uploads(const std::string& prefix) override {
+    return with_context("list uploads s3://" + bucket_ + "/" + prefix, [&] {
+      std::vector<Upload> out;
+      std::string key_marker, id_marker;
+      Paging paging("ListMultipartUploads", cfg_.max_list_keys);
+      for (;;) {
+        Request r;
+        r.query = {{"uploads", ""}, {"prefix", prefix}, {"encoding-type", "url"}};
+        if (!key_marker.empty()) r.query.emplace_back("key-marker", key_marker);
+        if (!id_marker.empty()) r.query.emplace_back("upload-id-marker", id_marker);
+        Response resp = request(r);
+        UploadsPage pg = parse_uploads_page(resp.body);
+        for (auto& u : pg.uploads) {
+          // Several uploads of one key come together (AWS: by initiation time).
+          paging.key(u.key, prefix, out.empty() ? std::string() : out.back().key, false);
+          out.push_back(std::move(u));
+        }
+        if (!pg.truncated) break;
+        paging.next_page(pg.next_key + '\0' + pg.next_upload_id, pg.uploads.empty());
+        key_marker = pg.next_key;
+        id_marker = pg.next_upload_id;
+      }
       return out;
     });
   }
@@ -431,7 +532,22 @@ class S3Store : public Store {
     });
   }
 
-  void remove(const std::vector<std::string>& keys) override {
+  void remove(const std::vector<std::string>& all) override {
+    // XML 1.0 cannot carry a control character, even as a reference: such
+    // keys are deleted one by one (DeleteObject), the rest in batches.
+    std::vector<std::string> keys;
+    for (auto& k : all) {
+      if (std::none_of(k.begin(), k.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; })) {
+        keys.push_back(k);
+        continue;
+      }
+      with_context("delete " + k, [&] {
+        Request r;
+        r.method = "DELETE";
+        r.key = k;
+        request(r, nullptr, true);  // 404: already gone
+      });
+    }
     for (size_t i = 0; i < keys.size(); i += 1000) {
       size_t end = std::min(keys.size(), i + 1000);
       with_context("delete " + keys[i] + (end - i > 1 ? " (+" + std::to_string(end - i - 1) + " more)" : ""), [&] {
@@ -460,6 +576,36 @@ class S3Store : public Store {
   }
 
  private:
+  // Bounds on a listing from outside: keys in order under the prefix, at
+  // most max keys, no continuation token twice, few empty truncated pages.
+  class Paging {
+   public:
+    Paging(const char* what, uint64_t max) : what_(what), max_(max) {}
+    void key(const std::string& k, const std::string& prefix, const std::string& prev, bool strict = true) {
+      if (k.compare(0, prefix.size(), prefix) != 0)
+        fail_runtime(std::string(what_) + ": the server listed " + k + ", outside the prefix");
+      if (!prev.empty() && (strict ? k <= prev : k < prev))
+        fail_runtime(std::string(what_) + ": the server listed " + k + " after " + prev + " (out of order)");
+      if (++keys_ > max_)
+        fail_runtime(std::string(what_) + ": more than " + std::to_string(max_) +
+                     " keys (WALSYNC_S3_MAX_LIST_KEYS)");
+    }
+    void next_page(const std::string& token, bool empty) {
+      if (token.empty() || token == std::string(1, '\0'))
+        fail_runtime(std::string(what_) + ": truncated page without a continuation token");
+      if (!tokens_.insert(sha256_hex(token.data(), token.size())).second)
+        fail_runtime(std::string(what_) + ": the server repeated a continuation token");
+      empty_ = empty ? empty_ + 1 : 0;
+      if (empty_ > 100) fail_runtime(std::string(what_) + ": more than 100 empty truncated pages in a row");
+    }
+
+   private:
+    const char* what_;
+    uint64_t max_, keys_ = 0;
+    int empty_ = 0;
+    std::set<std::string> tokens_;
+  };
+
   static void add_meta(Request& r, const Metadata& meta) {
     for (auto& m : meta) r.headers.emplace_back("x-amz-meta-" + lower(m.first), m.second);
   }
@@ -488,6 +634,7 @@ class S3Store : public Store {
   // next returns false when there is no part num. Aborted on failure.
   void multipart_parts(const std::string& key, const Metadata& meta,
                        const std::function<bool(int, Request&)>& next) {
+    SignalDeferral defer;  // SIGINT/SIGTERM: abort the upload, then die of the signal
     Request init;
     init.method = "POST";
     init.key = key;
@@ -522,6 +669,7 @@ class S3Store : public Store {
       cr.query = {{"uploadId", upload_id}};
       cr.body = reinterpret_cast<const uint8_t*>(xml.data());
       cr.body_len = xml.size();
+      cr.patient = true;  // may take minutes on AWS, which sends whitespace meanwhile
       complete(cr, key, total);
     } catch (...) {
       try {
@@ -529,6 +677,7 @@ class S3Store : public Store {
         ar.method = "DELETE";
         ar.key = key;
         ar.query = {{"uploadId", upload_id}};
+        ar.on_signal_too = true;
         request(ar);
       } catch (...) {
         // best effort; the original error is the one to report
@@ -562,14 +711,19 @@ class S3Store : public Store {
     }
   }
 
-  void backoff(int attempt, const std::string& why) {
+  void backoff(int attempt, const std::string& why, bool on_signal_too = false) {
     int64_t cap = std::min<int64_t>(cfg_.max_backoff_ms, int64_t(cfg_.backoff_ms) << std::min(attempt, 20));
     std::uniform_int_distribution<int64_t> d(cap / 2, std::max<int64_t>(cap / 2, cap));
     int64_t ms = d(rng_);
     if (cfg_.log)
       cfg_.log("retry " + std::to_string(attempt + 1) + "/" + std::to_string(cfg_.max_retries) + " in " +
                std::to_string(ms) + " ms: " + why);
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+      if (!on_signal_too && signal_pending()) fail_runtime(why + "; interrupted by signal " + std::to_string(signal_pending()));
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          until - std::chrono::steady_clock::now(), std::chrono::milliseconds(50)));
+    }
   }
 
   static bool transient_curl(CURLcode c) {
@@ -601,6 +755,7 @@ class S3Store : public Store {
       Response resp;
       std::string why;
       uint64_t d = 0;  // bytes this attempt delivered, even if it failed
+      if (!r.on_signal_too && signal_pending()) fail_runtime("interrupted by signal " + std::to_string(signal_pending()));
       try {
         Request a = r;
         if (r.sink) {
@@ -617,7 +772,8 @@ class S3Store : public Store {
         } else if (!r.raw_range.empty()) {
           a.headers.emplace_back("Range", r.raw_range);
         }
-        perform(a, resp, &d, r.range_start + delivered);
+        perform(a, resp, &d, r.range_start + delivered,
+                r.range_len >= 0 ? int64_t(uint64_t(r.range_len) - delivered) : -1);
         delivered += d;
         d = 0;
       } catch (const TransportError& te) {
@@ -634,26 +790,24 @@ class S3Store : public Store {
           if (got) *got = delivered;
           return resp;
         }
-        std::string code, msg;
-        xml_tag(resp.body, "Code", &code);
-        xml_tag(resp.body, "Message", &msg);
-        msg = xml_unescape(msg);
+        std::string code = error_code(resp.body);
+        why = parse_error_body(resp.body);
         if (code.empty()) {
-          code = "HTTP " + std::to_string(st);
+          std::string msg;
           if (st == 404) msg = r.key.empty() ? "bucket not found" : "no such key";
           else if (st == 403) msg = "access denied (check the credentials, region and clock)";
           else if (st == 301 || st == 307) msg = "wrong region or endpoint for this bucket";
-          else if (msg.empty()) msg = "no error details";
+          else msg = "no error details";
+          why = "HTTP " + std::to_string(st) + ": " + msg;
         }
-        if (st == 404 && code == "NoSuchBucket") msg = "bucket " + bucket_ + " does not exist";
-        why = code + ": " + msg;
+        if (st == 404 && code == "NoSuchBucket") why = code + ": bucket " + bucket_ + " does not exist";
         if (st == 412 && r.sink) fail_runtime("object changed during the download: " + why);
         bool retry = st >= 500 || st == 429 || code == "RequestTimeout" || code == "SlowDown";
         if (!retry) fail_runtime(why);
       }
       if (attempt >= cfg_.max_retries)
         fail_runtime(why + " (gave up after " + std::to_string(attempt + 1) + " attempts)");
-      backoff(attempt, why);
+      backoff(attempt, why, r.on_signal_too);
     }
     if (got) *got = delivered;
     return Response{};
@@ -666,7 +820,7 @@ class S3Store : public Store {
     return p;
   }
 
-  void perform(const Request& r, Response& resp, uint64_t* delivered, uint64_t want_start) {
+  void perform(const Request& r, Response& resp, uint64_t* delivered, uint64_t want_start, int64_t want_len) {
     CURL* h = h_;
     curl_easy_reset(h);
     std::string path = url_path(r.key);
@@ -704,8 +858,16 @@ class S3Store : public Store {
     x.body_fd = r.body_fd;
     x.body_off = r.body_off;
     x.want_start = want_start;
+    x.want_len = want_len;
+    x.tail = r.tail;
     x.stall_s = cfg_.low_speed_time_s;
-    x.last_move = std::chrono::steady_clock::now();
+    x.last_move = x.win_start = std::chrono::steady_clock::now();
+    x.paced = !r.patient;
+    x.has_deadline = !r.patient && !r.sink && !r.tail && r.method != "PUT";
+    x.deadline = x.last_move + std::chrono::seconds(cfg_.low_speed_time_s);
+    x.on_signal_too = r.on_signal_too;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_URL, url.c_str());
     curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -748,12 +910,33 @@ class S3Store : public Store {
     CURLcode rc = curl_easy_perform(h);
     *delivered = x.delivered;
     if (x.sink_err) std::rethrow_exception(x.sink_err);
-    if (rc == CURLE_ABORTED_BY_CALLBACK && x.stalled)
-      throw TransportError{CURLE_OPERATION_TIMEDOUT, "stalled: no data for " + std::to_string(x.stall_s) +
-                                                         " s (" + r.method + " " + scheme_ + "://" + host_ + ")"};
+    std::string where = " (" + r.method + " " + scheme_ + "://" + host_ + ")";
+    if (!x.range_err.empty()) fail_runtime(x.range_err);
+    if (rc == CURLE_WRITE_ERROR && x.enough) rc = CURLE_OK;
+    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+      std::string t = std::to_string(x.stall_s) + " s";
+      if (x.interrupted) throw TransportError{rc, "interrupted by signal " + std::to_string(signal_pending()) + where};
+      if (x.stalled) throw TransportError{CURLE_OPERATION_TIMEDOUT, "stalled: no data for " + t + where};
+      if (x.slow) throw TransportError{CURLE_OPERATION_TIMEDOUT, "too slow: under 1 KiB/s for " + t + where};
+      if (x.timed_out) throw TransportError{CURLE_OPERATION_TIMEDOUT, "no complete answer within " + t + where};
+    }
     if (rc != CURLE_OK) {
-      std::string where = r.method + " " + scheme_ + "://" + host_;
-      throw TransportError{rc, std::string(curl_easy_strerror(rc)) + " (" + where + ")"};
+      std::string m = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+      while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+      if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+        // curl's error buffer names the cause (self-signed, unknown issuer,
+        // name mismatch); OpenSSL's verify result may add to it.
+        long v = 0;
+        if (curl_easy_getinfo(h, CURLINFO_SSL_VERIFYRESULT, &v) != CURLE_OK) v = 0;
+        if (v > X509_V_ERR_UNSPECIFIED && m.find(X509_verify_cert_error_string(v)) == std::string::npos)
+          m += std::string(" (") + X509_verify_cert_error_string(v) + ")";
+        bool issuer = v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT || v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+                      v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN || v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                      v == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE;
+        if (issuer || rc == CURLE_SSL_CACERT_BADFILE)
+          m += "; to trust a private CA, give its PEM file with --ca-bundle or AWS_CA_BUNDLE";
+      }
+      throw TransportError{rc, m + where};
     }
   }
 
@@ -765,6 +948,125 @@ class S3Store : public Store {
 };
 
 }  // namespace
+
+std::string url_decode(const std::string& s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string o;
+  o.reserve(s.size());
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '+') {
+      o += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      o += char(hex(s[i + 1]) << 4 | hex(s[i + 2]));
+      i += 2;
+    } else if (s[i] == '%') {
+      fail_runtime("malformed URL-encoded key " + s);
+    } else {
+      o += s[i];
+    }
+  }
+  return o;
+}
+
+namespace {
+// A key from a listing: entity-decoded, then URL-decoded if the page says
+// EncodingType url; at most 1024 bytes, as S3 allows.
+std::string listed_key(const std::string& raw, bool url, const char* what) {
+  std::string k = xml_unescape(raw);
+  if (url) k = url_decode(k);
+  if (k.empty() || k.size() > 1024)
+    fail_runtime(std::string(what) + ": a key of " + std::to_string(k.size()) + " bytes");
+  return k;
+}
+
+bool url_encoded(const std::string& xml) {
+  std::string enc;
+  return xml_tag(xml, "EncodingType", &enc) && enc == "url";
+}
+}  // namespace
+
+ListPage parse_list_page(const std::string& x) {
+  if (x.find("<ListBucketResult") == std::string::npos) fail_runtime("ListObjectsV2: unexpected response");
+  bool url = url_encoded(x);
+  ListPage pg;
+  size_t pos = 0;
+  std::string c;
+  while (xml_tag(x, "Contents", &c, &pos)) {
+    ObjectInfo o;
+    std::string v;
+    if (!xml_tag(c, "Key", &v)) fail_runtime("ListObjectsV2: entry without a Key");
+    o.key = listed_key(v, url, "ListObjectsV2");
+    if (xml_tag(c, "Size", &v)) o.size = std::strtoull(v.c_str(), nullptr, 10);
+    if (xml_tag(c, "LastModified", &v)) o.mtime_ms = parse_iso(v);
+    if (xml_tag(c, "ETag", &v)) o.etag = xml_unescape(v);
+    pg.objects.push_back(std::move(o));
+  }
+  std::string trunc, next;
+  pg.truncated = xml_tag(x, "IsTruncated", &trunc) && trunc == "true";
+  if (xml_tag(x, "NextContinuationToken", &next)) pg.next_token = xml_unescape(next);
+  return pg;
+}
+
+UploadsPage parse_uploads_page(const std::string& x) {
+  if (x.find("<ListMultipartUploadsResult") == std::string::npos)
+    fail_runtime("ListMultipartUploads: unexpected response");
+  bool url = url_encoded(x);
+  UploadsPage pg;
+  size_t pos = 0;
+  std::string u;
+  while (xml_tag(x, "Upload", &u, &pos)) {
+    Store::Upload up;
+    std::string v;
+    if (!xml_tag(u, "Key", &v)) fail_runtime("ListMultipartUploads: entry without a Key");
+    up.key = listed_key(v, url, "ListMultipartUploads");
+    if (!xml_tag(u, "UploadId", &v) || v.empty()) fail_runtime("ListMultipartUploads: entry without an UploadId");
+    up.upload_id = xml_unescape(v);
+    if (xml_tag(u, "Initiated", &v)) up.initiated_ms = parse_iso(v);
+    pg.uploads.push_back(std::move(up));
+  }
+  std::string trunc, v;
+  pg.truncated = xml_tag(x, "IsTruncated", &trunc) && trunc == "true";
+  if (xml_tag(x, "NextKeyMarker", &v)) pg.next_key = url ? url_decode(xml_unescape(v)) : xml_unescape(v);
+  if (xml_tag(x, "NextUploadIdMarker", &v)) pg.next_upload_id = xml_unescape(v);
+  return pg;
+}
+
+bool parse_content_range(const std::string& v, uint64_t* first, uint64_t* last, uint64_t* total) {
+  // "bytes 0-15/1075"
+  const char* p = v.c_str();
+  if (std::strncmp(p, "bytes ", 6) != 0) return false;
+  p += 6;
+  auto num = [&](uint64_t* out) {
+    if (*p < '0' || *p > '9') return false;
+    uint64_t n = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+      if (n > (UINT64_MAX - 9) / 10) return false;
+      n = n * 10 + uint64_t(*p - '0');
+    }
+    *out = n;
+    return true;
+  };
+  if (!num(first) || *p++ != '-' || !num(last) || *p++ != '/' || *last < *first) return false;
+  if (*p == '*' && p[1] == '\0') {
+    *total = UINT64_MAX;
+    return true;
+  }
+  return num(total) && *p == '\0' && *last < *total;
+}
+
+std::string parse_error_body(const std::string& xml) {
+  std::string code = error_code(xml), msg;
+  if (code.empty()) return "";
+  if (xml_tag(xml, "Message", &msg)) msg = xml_unescape(msg);
+  if (msg.size() > 512) msg = msg.substr(0, 512) + "...";
+  if (code.size() > 128) code = code.substr(0, 128) + "...";
+  return code + ": " + (msg.empty() ? std::string("no error details") : msg);
+}
 
 std::unique_ptr<Store> open_s3_store(const std::string& bucket, const S3Config& cfg) {
   return std::make_unique<S3Store>(bucket, cfg);

@@ -54,6 +54,13 @@ class Store {
   // "start-after"): a poll for new keys past a known one is one small
   // request that returns an empty page while nothing changes.
   virtual std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after = "") = 0;
+  // Multipart uploads begun under prefix and neither completed nor aborted
+  // (S3 ListMultipartUploads); the file store has none.
+  struct Upload {
+    std::string key, upload_id;
+    int64_t initiated_ms = 0;
+  };
+  virtual std::vector<Upload> list_uploads(const std::string& prefix) { (void)prefix; return {}; }
   // False if the key does not exist.
   virtual bool head(const std::string& key, ObjectInfo* info) = 0;
   // Deletes keys (missing keys are not an error); S3 batches <= 1000 a request.
@@ -76,7 +83,14 @@ struct S3Config {
   int backoff_ms = 200;           // first backoff; doubles, capped, full jitter
   int max_backoff_ms = 5000;
   long connect_timeout_s = 10;
-  long low_speed_time_s = 30;     // abort a transfer when no byte moves for this long
+  // Every request is abandoned (a transient failure, retried) when no byte
+  // moved for this long, when it moved under 1 KiB/s over this long, or, for
+  // a request that carries no object data (listing page, HEAD, DELETE,
+  // multipart control, object tail), when it took this long in all.
+  long low_speed_time_s = 30;
+  // A listing (ListObjectsV2, ListMultipartUploads) longer than this many
+  // keys is refused, as is a repeated continuation token or a key out of order.
+  uint64_t max_list_keys = 1000000;
   // Progress/retry notes ("retry 2/5 after 400 ms: HTTP 503 ..."); may be null.
   std::function<void(const std::string&)> log;
 };
@@ -90,6 +104,7 @@ struct Location {
   std::string url;  // as given
 };
 // Throws Kind::Usage on a malformed URL.
+// A "?" anywhere is refused: a query has no meaning here.
 Location parse_url(const std::string& url);
 // "a" + "b" -> "a/b"; empty parts are skipped.
 std::string join_key(const std::string& a, const std::string& b);
@@ -118,6 +133,29 @@ std::vector<std::pair<std::string, std::string>> sigv4_sign(
     const SigV4Request& req, const std::string& amz_date, const std::string& region,
     const std::string& access_key, const std::string& secret_key,
     const std::string& session_token);
+// ---- S3 responses (s3.cpp), exposed for unit and fuzz tests ----
+// Every parser is bounded by its input and throws ltx::Error (Runtime) on a
+// response it cannot use.
+struct ListPage {
+  std::vector<ObjectInfo> objects;  // keys decoded (EncodingType url)
+  bool truncated = false;
+  std::string next_token;
+};
+ListPage parse_list_page(const std::string& xml);
+struct UploadsPage {
+  std::vector<Store::Upload> uploads;
+  bool truncated = false;
+  std::string next_key, next_upload_id;
+};
+UploadsPage parse_uploads_page(const std::string& xml);
+// "bytes FIRST-LAST/TOTAL" (TOTAL may be "*"; then *total is UINT64_MAX).
+bool parse_content_range(const std::string& v, uint64_t* first, uint64_t* last, uint64_t* total);
+// "Code: Message" of an S3 <Error> body (Message shortened to 512 bytes);
+// empty if the body is not one.
+std::string parse_error_body(const std::string& xml);
+// %XX and '+' (a space) decoded, as S3 encodes keys for encoding-type=url.
+std::string url_decode(const std::string& s);
+
 // The query string exactly as signed: sorted, encoded, "k=v&..." ("uploads=").
 std::string canonical_query(const std::vector<std::pair<std::string, std::string>>& q);
 
