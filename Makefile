@@ -94,7 +94,8 @@ lint-man:
 # Coverage-guided fuzzing (clang libFuzzer, ASan + UBSan), FUZZ_SECONDS per
 # target: fuzz-decode (LTX and WAL decoders, corpus tests/fuzz/corpus) and
 # fuzz-walstream (the WAL stream reader and the encoder behind it, built
-# from a program of records: tests/fuzz/corpus-walstream).
+# from a program of records: tests/fuzz/corpus-walstream) and fuzz-s3 (the S3
+# response parsers: tests/fuzz/corpus-s3, tests/fuzz/s3.dict).
 FUZZ_SECONDS ?= 60
 FUZZ_CXX = clang++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Ilibltx/include $(DEPFLAGS)
 FUZZ_RUN = -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -rss_limit_mb=512 -timeout=30
@@ -105,12 +106,14 @@ $(BUILD)/fuzz/libltx.a: $(LIB_SRC:libltx/src/%.cpp=$(BUILD)/fuzz/obj/%.o)
 	rm -f $@ && ar rcs $@ $^
 $(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz_%.cpp $(BUILD)/fuzz/libltx.a
 	$(FUZZ_CXX) -fsanitize=fuzzer -o $@ $< $(BUILD)/fuzz/libltx.a $(DEPLIBS)
-fuzz: $(BUILD)/fuzz/fuzz-decode $(BUILD)/fuzz/fuzz-walstream
-	mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/corpus-walstream
+fuzz: $(BUILD)/fuzz/fuzz-decode $(BUILD)/fuzz/fuzz-walstream $(BUILD)/fuzz/fuzz-s3
+	mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/corpus-walstream $(BUILD)/fuzz/corpus-s3
 	cp tests/fuzz/corpus/* $(BUILD)/fuzz/corpus/
 	cp tests/fuzz/corpus-walstream/* $(BUILD)/fuzz/corpus-walstream/
+	cp tests/fuzz/corpus-s3/* $(BUILD)/fuzz/corpus-s3/
 	$(BUILD)/fuzz/fuzz-decode $(FUZZ_RUN) $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/fuzz-walstream $(FUZZ_RUN) $(BUILD)/fuzz/corpus-walstream
+	$(BUILD)/fuzz/fuzz-s3 $(FUZZ_RUN) -dict=tests/fuzz/s3.dict $(BUILD)/fuzz/corpus-s3
 
 bench: all
 	bench/run
