@@ -863,7 +863,7 @@ class S3Store : public Store {
     x.stall_s = cfg_.low_speed_time_s;
     x.last_move = x.win_start = std::chrono::steady_clock::now();
     x.paced = !r.patient;
-    x.has_deadline = !r.patient && !r.sink && !r.tail && r.method != "PUT";
+    x.has_deadline = !r.patient && !r.sink && !r.tail && r.body_len == 0;  // not DeleteObjects
     x.deadline = x.last_move + std::chrono::seconds(cfg_.low_speed_time_s);
     x.on_signal_too = r.on_signal_too;
     char errbuf[CURL_ERROR_SIZE] = "";
