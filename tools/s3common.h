@@ -5,8 +5,10 @@
 #pragma once
 #include <signal.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "cli.h"
@@ -22,6 +24,9 @@ struct Flags {
   int retries = 5;
   long connect_timeout = 10, timeout = 30;
   bool insecure = false, verbose = false;
+  // age encryption (age.h): recipients to write to, identity files to read with.
+  std::vector<std::string> age_recipients;
+  std::string age_recipients_file, age_identity, age_passphrase_file;
 };
 
 inline std::string env(const char* a, const char* b = nullptr) {
@@ -46,6 +51,67 @@ inline void add_flags(CLI::App& app, Flags& f) {
   app.add_option("--timeout", f.timeout, "abort a stalled transfer after SECONDS (default 30)")
       ->check(CLI::Range(1, 3600));
   app.add_flag("-v,--verbose", f.verbose, "report progress and retries on stderr");
+  app.add_option("--age-recipient", f.age_recipients, "encrypt objects to this age recipient (age1...; repeatable)");
+  app.add_option("--age-recipients-file", f.age_recipients_file, "encrypt objects to the recipients in FILE");
+  app.add_option("--age-identity", f.age_identity,
+                 "decrypt objects with the age identities in FILE (env WALSYNC_AGE_IDENTITY_FILE)");
+  app.add_option("--age-passphrase-file", f.age_passphrase_file, "encrypt and decrypt with the passphrase in FILE (scrypt)");
+}
+
+// A key file named by a flag: at most 1 MiB, read whole.
+inline std::string read_key_file(const std::string& flag, const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) ltx::fail_errno(flag + " " + path);
+  std::string s(1 << 20, '\0');
+  size_t n = std::fread(&s[0], 1, s.size(), f);
+  bool more = n == s.size() && std::fgetc(f) != EOF;
+  std::fclose(f);
+  if (more) ltx::fail(ltx::Kind::Usage, flag + " " + path + ": longer than 1 MiB");
+  s.resize(n);
+  return s;
+}
+
+// The age keys the flags (or WALSYNC_AGE_* variables) name; null for a plain replica.
+inline std::shared_ptr<const ltx::age::Keys> age_keys(const Flags& f) {
+  std::vector<std::string> recips = f.age_recipients;
+  if (recips.empty())  // "age1...,age1..." (age recipients hold no comma)
+    for (std::string v = env("WALSYNC_AGE_RECIPIENT"); !v.empty();) {
+      size_t c = v.find(',');
+      recips.push_back(v.substr(0, c));
+      v = c == std::string::npos ? "" : v.substr(c + 1);
+    }
+  std::string rfile = !f.age_recipients_file.empty() ? f.age_recipients_file : env("WALSYNC_AGE_RECIPIENTS_FILE");
+  std::string ifile = !f.age_identity.empty() ? f.age_identity : env("WALSYNC_AGE_IDENTITY_FILE");
+  std::string pfile = !f.age_passphrase_file.empty() ? f.age_passphrase_file : env("WALSYNC_AGE_PASSPHRASE_FILE");
+  if (recips.empty() && rfile.empty() && ifile.empty() && pfile.empty()) return nullptr;
+  auto k = std::make_shared<ltx::age::Keys>();
+  for (const auto& r : recips)
+    k->recipients.push_back(ltx::with_context("--age-recipient", [&] { return ltx::age::parse_recipient(r); }));
+  if (!rfile.empty()) {
+    auto v = ltx::age::parse_recipients_text(read_key_file("--age-recipients-file", rfile), rfile);
+    k->recipients.insert(k->recipients.end(), v.begin(), v.end());
+  }
+  if (!ifile.empty()) {
+    k->identities = ltx::age::parse_identities_text(read_key_file("--age-identity", ifile), ifile);
+    // Like `age -e -i`: with no recipient named, encrypt to the identities' own.
+    if (k->recipients.empty() && pfile.empty())
+      for (const auto& id : k->identities)
+        k->recipients.push_back(ltx::age::parse_recipient(ltx::age::recipient_of(id)));
+  }
+  if (!pfile.empty()) {
+    std::string p = read_key_file("--age-passphrase-file", pfile);
+    p = p.substr(0, p.find('\n'));
+    if (!p.empty() && p.back() == '\r') p.pop_back();
+    if (p.empty()) ltx::fail(ltx::Kind::Usage, "--age-passphrase-file " + pfile + ": empty passphrase");
+    if (!k->recipients.empty())
+      ltx::fail(ltx::Kind::Usage, "--age-passphrase-file: a passphrase can't be combined with recipients");
+    ltx::age::Key pk;
+    pk.type = ltx::age::Key::Type::Passphrase;
+    pk.passphrase = p;
+    k->recipients.push_back(pk);
+    k->identities.push_back(pk);
+  }
+  return k;
 }
 
 using cli::parse_size;
@@ -147,6 +213,9 @@ inline ltx::S3Config config(const Flags& f, const ltx::Location& loc) {
     c.part_size = parse_size(f.part_size);
     if (c.part_size < (5u << 20)) ltx::fail(ltx::Kind::Usage, "--part-size " + f.part_size + ": want at least 5M");
   }
+  c.age = age_keys(f);
+  c.tmpdir = env("TMPDIR");
+  if (c.tmpdir.empty()) c.tmpdir = "/tmp";
   if (f.verbose) c.log = [](const std::string& m) { cli::error(m); };
   // Tools holding sockets ignore SIGPIPE (curl uses CURLOPT_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);

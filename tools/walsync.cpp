@@ -132,6 +132,12 @@ void export_s3(const s3cli::Flags& f) {
   if (!f.secret_key.empty()) ::setenv("AWS_SECRET_ACCESS_KEY", f.secret_key.c_str(), 1);
   if (!f.session_token.empty()) ::setenv("AWS_SESSION_TOKEN", f.session_token.c_str(), 1);
   if (!f.ca_bundle.empty()) ::setenv("AWS_CA_BUNDLE", f.ca_bundle.c_str(), 1);
+  if (!f.age_identity.empty()) ::setenv("WALSYNC_AGE_IDENTITY_FILE", f.age_identity.c_str(), 1);
+  if (!f.age_recipients_file.empty()) ::setenv("WALSYNC_AGE_RECIPIENTS_FILE", f.age_recipients_file.c_str(), 1);
+  if (!f.age_passphrase_file.empty()) ::setenv("WALSYNC_AGE_PASSPHRASE_FILE", f.age_passphrase_file.c_str(), 1);
+  std::string recips;
+  for (const auto& r : f.age_recipients) recips += (recips.empty() ? "" : ",") + r;
+  if (!recips.empty()) ::setenv("WALSYNC_AGE_RECIPIENT", recips.c_str(), 1);
 }
 
 std::string join_url(std::string base, const std::string& name) {

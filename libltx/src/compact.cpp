@@ -26,6 +26,7 @@ std::string CountingStore::summary() const {
 
 size_t ObjectReader::read(void* buf, size_t n) {
   if (pos_ == buf_.size()) {
+    if (!sized_) size_ = s_.payload_size(key_, size_), sized_ = true;
     if (off_ >= size_) return 0;
     uint64_t len = std::min<uint64_t>(chunk_, size_ - off_);
     StringWriter w;

@@ -68,7 +68,10 @@ Header Header::unmarshal(const uint8_t b[kHeaderSize]) {
   h.wal_salt2 = get32(b + 68);
   h.node_id = get64(b + 72);
   std::memcpy(h.reserved, b + 80, sizeof h.reserved);
-  if (std::memcmp(b, kMagic, 4) != 0) fail_integrity("invalid LTX file");
+  if (std::memcmp(b, kMagic, 4) != 0) {
+    if (std::memcmp(b, "age-", 4) == 0) fail_runtime("an age-encrypted file: give --age-identity");
+    fail_integrity("invalid LTX file");
+  }
   return h;
 }
 

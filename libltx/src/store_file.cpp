@@ -248,8 +248,9 @@ void Store::put_file(const std::string& key, int fd, uint64_t size, const Metada
 std::unique_ptr<Store> open_file_store() { return std::make_unique<FileStore>(); }
 
 std::unique_ptr<Store> open_store(const Location& loc, const S3Config& cfg) {
-  if (loc.scheme == Location::Scheme::S3) return open_s3_store(loc.bucket, cfg);
-  return open_file_store();
+  std::unique_ptr<Store> s = loc.scheme == Location::Scheme::S3 ? open_s3_store(loc.bucket, cfg) : open_file_store();
+  if (cfg.age) s = open_age_store(std::move(s), cfg.age, cfg.tmpdir);
+  return s;
 }
 
 }  // namespace ltx

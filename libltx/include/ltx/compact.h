@@ -57,6 +57,8 @@ class CountingStore : public Store {
     heads++;
     return s_.head(key, info);
   }
+  bool sealed() const override { return s_.sealed(); }
+  uint64_t payload_size(const std::string& key, uint64_t listed) override { return s_.payload_size(key, listed); }
   void remove(const std::vector<std::string>& keys) override {
     removes += (keys.size() + 999) / 1000;
     s_.remove(keys);
@@ -80,7 +82,8 @@ class ObjectReader : public Reader {
  private:
   Store& s_;
   std::string key_;
-  uint64_t size_, off_ = 0;
+  uint64_t size_, off_ = 0;  // size_: as listed, then the payload's
+  bool sized_ = false;
   size_t chunk_, pos_ = 0;
   std::string buf_;
 };

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ltx/age.h"
 #include "ltx/credentials.h"
 #include "ltx/io.h"
 
@@ -63,6 +64,15 @@ class Store {
   virtual std::vector<Upload> list_uploads(const std::string& prefix) { (void)prefix; return {}; }
   // False if the key does not exist.
   virtual bool head(const std::string& key, ObjectInfo* info) = 0;
+  // True when objects are sealed envelopes (age): their listed size is
+  // the envelope's, not the payload's, and truncation is caught by the
+  // envelope's authentication instead of by comparing sizes.
+  virtual bool sealed() const { return false; }
+  // Payload bytes of key, an object listed with `listed` bytes.
+  virtual uint64_t payload_size(const std::string& key, uint64_t listed) {
+    (void)key;
+    return listed;
+  }
   // Deletes keys (missing keys are not an error); S3 batches <= 1000 a request.
   virtual void remove(const std::vector<std::string>& keys) = 0;
 };
@@ -91,6 +101,10 @@ struct S3Config {
   // A listing (ListObjectsV2, ListMultipartUploads) longer than this many
   // keys is refused, as is a repeated continuation token or a key out of order.
   uint64_t max_list_keys = 1000000;
+  // Replicas encrypted with age (every object body an age file); null:
+  // plain. open_store() wraps the store; tmpdir takes sealed spools.
+  std::shared_ptr<const age::Keys> age;
+  std::string tmpdir = "/tmp";
   // Progress/retry notes ("retry 2/5 after 400 ms: HTTP 503 ..."); may be null.
   std::function<void(const std::string&)> log;
 };
@@ -111,7 +125,13 @@ std::string join_key(const std::string& a, const std::string& b);
 
 std::unique_ptr<Store> open_s3_store(const std::string& bucket, const S3Config& cfg);
 std::unique_ptr<Store> open_file_store();
+// The store of loc; with cfg.age, wrapped by open_age_store.
 std::unique_ptr<Store> open_store(const Location& loc, const S3Config& cfg);
+// Every body put is encrypted to keys.recipients, every body read is
+// decrypted with keys.identities (age.h). Ranged reads and tails fetch the
+// header once per object (cached) and only the 64 KiB chunks they need.
+std::unique_ptr<Store> open_age_store(std::unique_ptr<Store> inner, std::shared_ptr<const age::Keys> keys,
+                                      const std::string& tmpdir);
 
 // ---- SigV4 (sigv4.cpp), exposed for unit tests ----
 std::string sha256_hex(const void* p, size_t n);
