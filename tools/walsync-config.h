@@ -25,6 +25,7 @@ struct DbEntry {
 
 struct Config {
   std::string url, state_dir, metrics_file, endpoint, region;
+  std::string age_recipients_file, age_identity;  // walsync-age(7)
   std::string metrics_interval, drain_timeout, backoff_max, sync_interval;
   long checkpoint_pages = -1;
   std::vector<DbEntry> dbs;
@@ -126,6 +127,8 @@ inline Config parse_file(const std::string& path) {
       else if (k == "checkpoint-pages") c.checkpoint_pages = number(v);
       else if (k == "endpoint") c.endpoint = v;
       else if (k == "region") c.region = v;
+      else if (k == "age-recipients-file") c.age_recipients_file = v;
+      else if (k == "age-identity") c.age_identity = v;
       else bad("unknown key '" + k + "'");
     }
   }

@@ -154,6 +154,8 @@ struct Common {
     if (bucket.empty()) bucket = cfg.url;
     if (s3.endpoint.empty()) s3.endpoint = cfg.endpoint;
     if (s3.region.empty()) s3.region = cfg.region;
+    if (s3.age_recipients_file.empty()) s3.age_recipients_file = cfg.age_recipients_file;
+    if (s3.age_identity.empty()) s3.age_identity = cfg.age_identity;
     export_s3(s3);
   }
   // NAME (a database name, a configured database, or a database path) or URL.
