@@ -38,7 +38,7 @@ gold_db() { cat "$GOLD"/*.ltx | ltx-apply "$1"; }
 
 @test "age: objects s3-put encrypts open with the age tool, on file:// and S3" {
   for url in $(backends enc); do
-    cat "$GOLD"/*.ltx | s3-put --age-recipient "$RCPT" --age-identity "$T/key.txt" "$url"
+    cat "$GOLD"/*.ltx | s3-put --sync-interval 0 --age-recipient "$RCPT" --age-identity "$T/key.txt" "$url"
     for f in "$GOLD"/*.ltx; do
       n=$(basename "$f")
       case $url in
@@ -118,9 +118,12 @@ PY
   walsync restore app -b "file://$T/rep" -o r2.db --age-identity key.txt
   [ "$(sqlite3 app.db .sha3sum)" = "$(sqlite3 r2.db .sha3sum)" ]
   # no identity, or the wrong one: one line, exit 1, nothing restored
-  run walsync restore app -b "file://$T/rep" -o r3.db
+  run s3-get "file://$T/rep/app"
   [ "$status" -eq 1 ]
   [ "${#lines[@]}" -eq 1 ]
+  assert_output --partial "an age-encrypted file: give --age-identity"
+  run walsync restore app -b "file://$T/rep" -o r3.db
+  [ "$status" -ne 0 ]
   assert_output --partial "give --age-identity"
   [ ! -e r3.db ]
   run s3-get --age-identity other.txt "file://$T/rep/app"
@@ -144,7 +147,7 @@ PY
 }
 
 @test "age: tampering, truncation and a plain object in an encrypted replica: exit 3, one line" {
-  cat "$GOLD"/*.ltx | s3-put --age-identity "$T/key.txt" "file://$T/rep"
+  cat "$GOLD"/*.ltx | s3-put --sync-interval 0 --age-identity "$T/key.txt" "file://$T/rep"
   o="$T/rep/ltx/0/0000000000000002-0000000000000002.ltx"
   cp "$o" "$T/orig"
   size=$(stat -c %s "$o")
