@@ -94,3 +94,78 @@ setup() {
   ltx-apply "$T/db" "$C/0000000000000002-0000000000000002.ltx"
   [ "$(stat -c %a "$T/db")" = 600 ]
 }
+
+@test "apply: a hot journal of a removed database is refused; the target is not created" {
+  hot_journal "$T/app.db"
+  rm "$T/app.db"
+  cp "$T/app.db-journal" "$T/journal.before"
+  run ltx-apply "$T/app.db" "$V/snap_ps4096.ltx"
+  assert_failure 1
+  assert_output "ltx-apply: $T/app.db-journal: hot journal of an earlier $T/app.db that is gone; SQLite would roll it into the new database (move it away with its database, or remove it)"
+  [ ! -e "$T/app.db" ]
+  cmp "$T/journal.before" "$T/app.db-journal"
+  # --live takes the same decision (SQLite would delete the journal of an empty file)
+  run ltx-apply --live "$T/app.db" "$V/snap_ps4096.ltx"
+  assert_failure 1
+  assert_output --partial "$T/app.db-journal: hot journal of an earlier"
+  [ ! -e "$T/app.db" ]
+  # once the operator moved it away, the restore opens clean
+  mv "$T/app.db-journal" "$T/elsewhere"
+  ltx-apply "$T/app.db" "$V/snap_ps4096.ltx"
+  [ "$(sqlite3 "$T/app.db" 'PRAGMA integrity_check')" = ok ]
+}
+
+@test "apply: a hot journal beside an existing database is rolled back first, as SQLite would" {
+  hot_journal "$T/app.db"
+  sqlite3 "$T/src.db" "CREATE TABLE a(x); INSERT INTO a SELECT randomblob(300) FROM generate_series(1, 100)"
+  ltx-encode --db "$T/src.db" > "$T/big.ltx"
+  ltx-apply "$T/app.db" "$T/big.ltx"
+  [ ! -e "$T/app.db-journal" ]
+  [ "$(sqlite3 "$T/app.db" 'PRAGMA integrity_check')" = ok ]
+  [ "$(sqlite3 "$T/app.db" .sha3sum)" = "$(sqlite3 "$T/src.db" .sha3sum)" ]
+  cmp "$T/app.db" "$T/src.db"
+}
+
+@test "apply: a new database gets 0666 less the umask" {
+  (umask 077 && ltx-apply "$T/a.db" "$V/snap_ps4096.ltx")
+  [ "$(stat -c %a "$T/a.db")" = 600 ]
+  (umask 002 && ltx-apply "$T/b.db" "$V/snap_ps4096.ltx")
+  [ "$(stat -c %a "$T/b.db")" = 664 ]
+}
+
+# wait_temps N: until N temp files of ours are in $T.
+wait_temps() {
+  local i
+  for i in $(seq 1 100); do
+    [ "$(ls -A "$T" | grep -c '\.tmp-')" -eq "$1" ] && return 0
+    sleep 0.1
+  done
+  ls -A "$T" >&2
+  return 1
+}
+
+@test "apply: temp files of a run killed with -9 are removed by the next run; a live run's are kept" {
+  mkfifo "$T/fifo1" "$T/fifo2"
+  ltx-apply "$T/db" < "$T/fifo1" & local p1=$!
+  exec 7>"$T/fifo1"
+  head -c 2000 "$V/snap_ps4096.ltx" >&7
+  wait_temps 1
+  kill -9 "$p1"; wait "$p1" || true
+  exec 7>&-
+  ls -A "$T" | grep -q "^\.db\.tmp-$p1-"
+  # the next run removes it, and creates its own
+  ltx-apply "$T/db" < "$T/fifo2" & local p2=$!
+  exec 8>"$T/fifo2"
+  local i
+  for i in $(seq 1 100); do ls -A "$T" | grep -q "^\.db\.tmp-$p2-" && break; sleep 0.1; done
+  run bash -c "ls -A '$T' | grep '\.tmp-'"
+  assert_output --regexp "^\.db\.tmp-$p2-[0-9a-f]{8}\$"
+  # a run beside a live one keeps the live one's
+  ltx-apply "$T/db" "$V/snap_ps4096.ltx"
+  run bash -c "ls -A '$T' | grep '\.tmp-'"
+  assert_output --regexp "^\.db\.tmp-$p2-[0-9a-f]{8}\$"
+  exec 8>&-
+  wait "$p2" || true
+  [ -z "$(ls -A "$T" | grep tmp-)" ]
+  [ "$(sqlite3 "$T/db" 'PRAGMA integrity_check')" = ok ]
+}

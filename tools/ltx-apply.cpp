@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   app.add_flag("--live", live, "apply file by file to a replica that readers use meanwhile");
   app.add_option("--max-size", max_size_text, "refuse files that make the database larger (e.g. 10G)");
   app.add_flag("--position", position, "print the live replica's recorded TXID and exit");
-  app.add_option("--busy-timeout", busy_ms, "--live: milliseconds to wait for readers (default 60000)")
+  app.add_option("--busy-timeout", busy_ms, "milliseconds to wait for SQLite's locks (default 60000)")
       ->check(CLI::NonNegativeNumber);
   return cli::run(app, argc, argv, [&] {
     if (position) {
@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
       cli::error(db + "-wal exists: the database is in use or was not checkpointed (use -f)");
       return cli::kRuntime;
     }
+    ltx::settle_journal(db, busy_ms);
     ltx::install_cleanup_handlers();
     if (live) return run_live(db, files, busy_ms, verbose, max_size);
     ltx::Applier ap(db);

@@ -1,6 +1,7 @@
 #include "ltx/apply.h"
 
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,16 +37,60 @@ void copy_fd(int from, int to, uint64_t size) {
   }
 }
 
+// SQLite's test (pager.c, hasHotJournal): present, not empty, first byte not 0.
+bool journal_looks_hot(const std::string& j) {
+  int fd = ::open(j.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    fail_errno("open " + j);
+  }
+  uint8_t b = 0;
+  size_t n = 0;
+  try {
+    n = pread_full(fd, &b, 1, 0);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  return n == 1 && b != 0;
+}
+
 }  // namespace
+
+void settle_journal(const std::string& db_path, int busy_ms) {
+  const std::string j = db_path + "-journal";
+  if (!journal_looks_hot(j)) return;
+  struct stat st {};
+  if (::stat(db_path.c_str(), &st) != 0 && errno != ENOENT) fail_errno("stat " + db_path);
+  if (st.st_size == 0)
+    fail_runtime(j + ": hot journal of an earlier " + db_path +
+                 " that is gone; SQLite would roll it into the new database (move it away with its database, or remove it)");
+  sqlite3* h = nullptr;
+  int rc = sqlite3_open_v2(db_path.c_str(), &h, SQLITE_OPEN_READWRITE, nullptr);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(h, busy_ms);
+    rc = sqlite3_exec(h, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);  // rolls back
+  }
+  std::string m = h ? sqlite3_errmsg(h) : sqlite3_errstr(rc);
+  sqlite3_close(h);
+  if (rc != SQLITE_OK) fail_runtime(j + ": rolling back the hot journal through SQLite: " + m);
+  if (journal_looks_hot(j))
+    fail_runtime(j + ": a transaction is open on " + db_path + " (try again when it has ended)");
+}
 
 Applier::Applier(const std::string& db_path) : path_(db_path) {
   struct stat st {};
   int src = ::open(db_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (src < 0 && errno != ENOENT) fail_errno("open " + db_path);
-  int mode = 0644;
-  if (src >= 0 && ::fstat(src, &st) == 0) mode = int(st.st_mode & 07777);
+  remove_stale_temps(db_path);
+  // A new database gets 0666 less the umask, as any new file; a replaced one
+  // keeps its mode.
+  int mode = 0666;
+  bool keep_mode = src >= 0 && ::fstat(src, &st) == 0;
+  if (keep_mode) mode = int(st.st_mode & 07777);
   tmp_ = std::make_unique<AtomicFile>(db_path, mode);
-  ::fchmod(tmp_->fd(), mode_t(mode));
+  if (keep_mode && ::fchmod(tmp_->fd(), mode_t(mode)) != 0) fail_errno("chmod " + tmp_->temp_path());
   if (src >= 0) {
     try {
       copy_fd(src, tmp_->fd(), uint64_t(st.st_size));

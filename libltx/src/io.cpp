@@ -1,6 +1,8 @@
 #include "ltx/io.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <libgen.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,6 +12,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <time.h>
 
@@ -229,14 +232,45 @@ AtomicFile::AtomicFile(const std::string& path, int mode) : path_(path) {
   std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
   std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   for (int i = 0; i < 100 && fd_ < 0; i++) {
-    char suffix[16];
-    std::snprintf(suffix, sizeof suffix, "%08x", rd());
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, "%ld-%08x", long(::getpid()), rd());
     tmp_ = dir + "." + base + ".tmp-" + suffix;
     fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd_ < 0 && errno != EEXIST) fail_errno("create " + tmp_);
   }
   if (fd_ < 0) fail_errno("create " + tmp_);
   register_temp(tmp_.c_str());
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    abort();
+    errno = e;
+    fail_errno("lock " + path + " temp file");
+  }
+}
+
+void remove_stale_temps(const std::string& path) {
+  const std::string dir = dir_of(path);
+  auto slash = path.rfind('/');
+  const std::string prefix = "." + (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
+  DIR* dp = ::opendir(dir.c_str());
+  if (!dp) return;  // creating the temp file will say why
+  while (struct dirent* e = ::readdir(dp)) {
+    std::string n = e->d_name;
+    if (n.compare(0, prefix.size(), prefix) != 0) continue;
+    char* end = nullptr;
+    long pid = std::strtol(n.c_str() + prefix.size(), &end, 10);
+    if (pid <= 0 || *end != '-' || std::strlen(end + 1) != 8) continue;  // not our naming
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;           // its owner may live
+    std::string p = dir + "/" + n;
+    int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) continue;
+    struct stat a {}, b {};
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &a) == 0 && S_ISREG(a.st_mode) &&
+        ::lstat(p.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+      ::unlink(p.c_str());
+    ::close(fd);
+  }
+  ::closedir(dp);
 }
 
 AtomicFile::~AtomicFile() { abort(); }

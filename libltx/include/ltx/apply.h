@@ -26,6 +26,18 @@ struct ApplyResult {
   uint32_t commit = 0;
 };
 
+// What SQLite would do with a rollback journal DB-journal before anything
+// reads or replaces db_path. A journal is hot when it is not empty and its
+// first byte is not zero (SQLite's own test). A hot journal beside an
+// existing, non-empty database belongs to it: it is rolled back through the
+// sqlite3 library (its next opener would do the same), waiting up to busy_ms
+// for SQLite's locks. A hot journal with no database (or an empty one)
+// belongs to a file that was removed or moved away: SQLite would roll it
+// into whatever is put at db_path next, so it is refused (Runtime error,
+// naming the journal) rather than deleted. A journal that is still hot after
+// the rollback is an open transaction of another process: refused too.
+void settle_journal(const std::string& db_path, int busy_ms);
+
 class Applier {
  public:
   // Opens the database (it need not exist) and prepares the temp copy.

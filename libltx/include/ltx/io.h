@@ -102,7 +102,9 @@ size_t pread_full(int fd, void* buf, size_t n, uint64_t off);
 
 // A temp file next to `path` that becomes `path` on commit() (fsync, rename,
 // fsync directory) and is removed otherwise. Registered for removal on
-// SIGINT/SIGTERM by install_cleanup_handlers().
+// SIGINT/SIGTERM by install_cleanup_handlers(). Named .BASE.tmp-PID-XXXXXXXX
+// and flock()ed by its owner while it lives, so that remove_stale_temps()
+// can tell the leftovers of a killed process from a live one's.
 class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path, int mode = 0644);
@@ -118,6 +120,11 @@ class AtomicFile {
   std::string path_, tmp_;
   int fd_ = -1;
 };
+
+// Removes the temp files of AtomicFile(path) left by processes that were
+// killed: only names .BASE.tmp-PID-XXXXXXXX whose PID is not running and
+// whose flock() can be taken (a live owner in another PID namespace holds it).
+void remove_stale_temps(const std::string& path);
 
 void fsync_dir_of(const std::string& path);
 // On SIGINT/SIGTERM remove every live AtomicFile temp, then re-raise.
