@@ -31,10 +31,7 @@ int run(const Options& o) {
   co.level = o.level;
   co.interval_ms = ltx::default_interval_ms(o.level);
   if (!o.interval.empty()) {
-    co.interval_ms = ltx::parse_span_ms(o.interval);
-    if (co.interval_ms < 0 || (co.interval_ms == 0 && o.level != ltx::kSnapshotLevel))
-      ltx::fail(ltx::Kind::Usage, "--interval " + o.interval + ": want a duration such as 30s, 5m, 1h, 1d" +
-                                      (o.level == ltx::kSnapshotLevel ? " (or 0)" : ""));
+    co.interval_ms = cli::duration_ms("--interval", o.interval, o.level == ltx::kSnapshotLevel ? 0 : 1, INT64_MAX);
   } else if (co.interval_ms == 0) {
     ltx::fail(ltx::Kind::Usage, "--level " + std::to_string(o.level) + " has no default interval: give --interval");
   }

@@ -19,11 +19,7 @@ struct Options {
   s3cli::Flags s3;
 };
 
-int64_t span(const std::string& flag, const std::string& v) {
-  int64_t ms = ltx::parse_span_ms(v);
-  if (ms < 0) ltx::fail(ltx::Kind::Usage, flag + " " + v + ": want a duration such as 36h, 7d, 2w");
-  return ms;
-}
+int64_t span(const std::string& flag, const std::string& v) { return cli::duration_ms(flag, v, 0, INT64_MAX); }
 
 int run(const Options& o) {
   ltx::Location loc = ltx::parse_url(o.url);

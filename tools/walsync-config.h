@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ltx/error.h"
+#include "ltx/ltx.h"
 
 namespace wscfg {
 
@@ -34,17 +35,6 @@ struct Config {
 inline std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
-
-// "500ms", "5s", "2m", "1h", "1d"; a bare number is seconds. -1 on bad syntax.
-inline long long parse_duration_ms(const std::string& s) {
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || v < 0) return -1;
-  std::string u = end;
-  double mul = u == "ms" ? 1 : (u == "s" || u.empty()) ? 1000 : u == "m" ? 60000 : u == "h" ? 3600000 : u == "d" ? 86400000 : -1;
-  if (mul < 0) return -1;
-  return (long long)(v * mul);
 }
 
 // A database's replica name: its file name without a .db/.sqlite/.sqlite3 suffix.
@@ -89,7 +79,7 @@ inline Config parse_file(const std::string& path) {
     return x;
   };
   auto duration = [&](const std::string& v) {
-    if (parse_duration_ms(v) < 0) bad("not a duration (500ms, 5s, 2m, 1h): " + v);
+    if (ltx::parse_duration_ms(v) < 0) bad("not a duration (500ms, 30s, 5m, 1h30m, 7d): " + v);
     return v;
   };
   while (std::getline(in, line)) {

@@ -54,27 +54,6 @@ int64_t default_interval_ms(int level) {
   }
 }
 
-int64_t parse_span_ms(const std::string& s) {
-  if (s == "0") return 0;
-  const char* p = s.c_str();
-  if (!*p) return -1;
-  double total = 0;
-  while (*p) {
-    char* end = nullptr;
-    double v = std::strtod(p, &end);
-    if (end == p || !(v >= 0) || std::isinf(v) || *p == '+' || *p == '-') return -1;
-    p = end;
-    std::string u;
-    while (*p && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) u += *p++;
-    double mul = u == "ms" ? 1 : u == "s" ? 1e3 : u == "m" ? 6e4 : u == "h" ? 3.6e6 : u == "d" ? 8.64e7
-               : u == "w" ? 6.048e8 : -1;
-    if (mul < 0) return -1;
-    total += v * mul;
-  }
-  if (total > 9.2e18) return -1;
-  return int64_t(std::llround(total));
-}
-
 namespace {
 
 void note(const CompactOptions& o, const std::string& m) {

@@ -10,16 +10,6 @@
 
 namespace ltx {
 
-int64_t parse_duration_ms(const std::string& s) {
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || !(v >= 0) || std::isinf(v)) return -1;
-  std::string u = end;
-  double mul = u == "ms" ? 1 : (u.empty() || u == "s") ? 1000 : u == "m" ? 60000 : u == "h" ? 3600000 : -1;
-  if (mul < 0) return -1;
-  return int64_t(std::llround(v * mul));
-}
-
 Follower::Follower(Replica& r, Writer& out, const FollowOptions& o) : r_(r), out_(out), o_(o), check_(out) {}
 
 void Follower::send(const ReplicaFile& f) {

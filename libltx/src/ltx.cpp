@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 
@@ -122,6 +123,29 @@ std::string format_timestamp(int64_t ms) {
   std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
   return b;
+}
+
+int64_t parse_duration_ms(const std::string& s) {
+  const char* p = s.c_str();
+  if (!*p) return -1;
+  double total = 0;
+  while (*p) {
+    if (*p == '+' || *p == '-') return -1;
+    char* end = nullptr;
+    double v = std::strtod(p, &end);
+    if (end == p || !(v >= 0) || std::isinf(v)) return -1;
+    const bool first = p == s.c_str();
+    p = end;
+    std::string u;
+    while (*p && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) u += *p++;
+    if (u.empty() && (!first || *p)) return -1;  // a bare number stands alone
+    double mul = u.empty() ? 1e3 : u == "ms" ? 1 : u == "s" ? 1e3 : u == "m" ? 6e4 : u == "h" ? 3.6e6
+               : u == "d" ? 8.64e7 : u == "w" ? 6.048e8 : -1;
+    if (mul < 0) return -1;
+    total += v * mul;
+  }
+  if (total > 9.2e18) return -1;
+  return int64_t(std::llround(total));
 }
 
 bool parse_timestamp(const std::string& s, int64_t* ms) {

@@ -11,18 +11,23 @@
 
 namespace {
 
-using ltx::parse_span_ms;
+using ltx::parse_duration_ms;
 
-TEST(Span, Units) {
-  EXPECT_EQ(parse_span_ms("0"), 0);
-  EXPECT_EQ(parse_span_ms("500ms"), 500);
-  EXPECT_EQ(parse_span_ms("30s"), 30000);
-  EXPECT_EQ(parse_span_ms("5m"), 300000);
-  EXPECT_EQ(parse_span_ms("1h30m"), 5400000);
-  EXPECT_EQ(parse_span_ms("7d"), 7 * 86400000LL);
-  EXPECT_EQ(parse_span_ms("2w"), 14 * 86400000LL);
-  EXPECT_EQ(parse_span_ms("1.5h"), 5400000);
-  for (const char* bad : {"", "5", "m", "-1h", "+1h", "1y", "1h x", "soon"}) EXPECT_EQ(parse_span_ms(bad), -1) << bad;
+// The one duration grammar (s3-get, s3-compact, s3-retain, walsync and its config).
+TEST(Duration, Grammar) {
+  EXPECT_EQ(parse_duration_ms("0"), 0);
+  EXPECT_EQ(parse_duration_ms("5"), 5000);
+  EXPECT_EQ(parse_duration_ms("1.5"), 1500);
+  EXPECT_EQ(parse_duration_ms("500ms"), 500);
+  EXPECT_EQ(parse_duration_ms("30s"), 30000);
+  EXPECT_EQ(parse_duration_ms("5m"), 300000);
+  EXPECT_EQ(parse_duration_ms("1h30m"), 5400000);
+  EXPECT_EQ(parse_duration_ms("1d"), 86400000LL);
+  EXPECT_EQ(parse_duration_ms("7d"), 7 * 86400000LL);
+  EXPECT_EQ(parse_duration_ms("2w"), 14 * 86400000LL);
+  EXPECT_EQ(parse_duration_ms("1.5h"), 5400000);
+  for (const char* bad : {"", "m", "-1h", "+1h", "1y", "1h x", "1h5", "5 s", "soon", "1e300h", "inf"})
+    EXPECT_EQ(parse_duration_ms(bad), -1) << bad;
 }
 
 TEST(Span, Defaults) {

@@ -92,8 +92,6 @@ class ObjectReader : public Reader {
 // 9 (snapshots): 24 h. 0 for levels without a default.
 int64_t default_interval_ms(int level);
 
-// "500ms", "30s", "5m", "1h", "7d", "2w", "1h30m"; -1 on bad syntax.
-int64_t parse_span_ms(const std::string& s);
 
 struct CompactOptions {
   int level = 1;             // 1..9

@@ -20,6 +20,9 @@
 
 namespace ltx {
 
+// The poll interval a follower accepts.
+constexpr int64_t kFollowIntervalMinMs = 10, kFollowIntervalMaxMs = 86400000;
+
 struct FollowOptions {
   bool has_after = false;
   uint64_t after = 0;  // continue after this TXID instead of restoring first
@@ -61,7 +64,5 @@ class Follower {
   FollowStats st_;
 };
 
-// "1s", "500ms", "2m", "1h", "1.5" (seconds) -> milliseconds; -1 if bad.
-int64_t parse_duration_ms(const std::string& s);
 
 }  // namespace ltx

@@ -69,6 +69,10 @@ bool parse_filename(const std::string& name, uint64_t* min_txid, uint64_t* max_t
 std::string format_timestamp(int64_t ms);
 // Accepts RFC 3339 (fractional seconds and offsets); false on bad syntax.
 bool parse_timestamp(const std::string& s, int64_t* ms);
+// The one duration grammar of every tool: "500ms", "30s", "5m", "1h", "7d",
+// "2w", "1h30m", "1.5h"; a bare number is seconds ("0", "1.5"). Milliseconds,
+// or -1 on bad syntax or beyond 2^63 ms.
+int64_t parse_duration_ms(const std::string& s);
 
 class Decoder {
  public:
