@@ -48,6 +48,19 @@ assert a[4]["level"] == 9
   done
 }
 
+@test "s3-ls | head: quiet, killed by SIGPIPE as ls is" {
+  mkdir -p "$T/r/ltx/0"
+  python3 - "$T/r/ltx/0" <<'PY'
+import os, sys
+for i in range(1, 5001):
+    open(os.path.join(sys.argv[1], "%016x-%016x.ltx" % (i, i)), "w").close()
+PY
+  run bash -c "s3-ls 'file://$T/r' 2>'$T/err' | head -1; echo \${PIPESTATUS[0]}"
+  assert_line --index 0 --partial "0/0000000000000001-0000000000000001.ltx	0	"
+  assert_line --index 1 141
+  [ ! -s "$T/err" ]
+}
+
 @test "s3-rm: deletes named files and names read from s3-ls" {
   for url in $(backends rm); do
     cat "$GOLD"/*.ltx | s3-put --sync-interval 0 "$url"

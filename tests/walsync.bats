@@ -396,3 +396,142 @@ SQL
   SSH="bash -c" "$REPO_ROOT/examples/ssh-between-hosts.sh" restore "file://$T/rep" "" "$T/out.db"
   same app.db out.db
 }
+
+# small_replica: app.db (WAL, 20 rows) backed up to file://$T/rep/app.
+small_replica() {
+  mkdb app.db
+  writer app.db 20 0
+  ltx-encode --db app.db | s3-put "file://$T/rep/app"
+}
+
+@test "walsync restore: a hot journal beside the output is refused before anything is fetched" {
+  cd "$T"
+  small_replica
+  hot_journal out.db
+  rm out.db
+  cp out.db-journal journal.before
+  run walsync restore app -b "file://$T/rep" -o out.db
+  assert_failure 1
+  assert_output "walsync: out.db-journal: hot journal of an earlier out.db that is gone; SQLite would roll it into the new database (move it away with its database, or remove it)"
+  [ ! -e out.db ]
+  cmp journal.before out.db-journal
+  rm out.db-journal
+  walsync restore app -b "file://$T/rep" -o out.db
+  same app.db out.db
+}
+
+@test "walsync restore: the output gets 0666 less the umask" {
+  cd "$T"
+  small_replica
+  (umask 027 && walsync restore app -b "file://$T/rep" -o out.db)
+  [ "$(stat -c %a out.db)" = 640 ]
+}
+
+@test "walsync restore: an integrity error of ltx-apply is status 3 although s3-get then lost its reader" {
+  cd "$T"
+  mkdir -p rep/app/ltx/0
+  cp "$WALSYNC_VECTORS/ltx/snap_big.ltx" rep/app/ltx/0/0000000000000001-0000000000000001.ltx
+  printf '\377\377\377\377' | dd of=rep/app/ltx/0/0000000000000001-0000000000000001.ltx bs=1 seek=100 conv=notrunc 2>/dev/null
+  run walsync restore app -b "file://$T/rep" -o out.db
+  assert_failure 3
+  assert_output "ltx-apply: stdin: 0000000000000001-0000000000000001.ltx: decode page frame 1: page 4294967295 out of bounds for commit size 684"
+  [ ! -e out.db ]
+}
+
+@test "walsync restore: a replica that is not there is one line from s3-get, not a second from ltx-apply" {
+  cd "$T"
+  mkdir rep
+  run walsync restore nothere -b "file://$T/rep" -o out.db
+  assert_failure 3
+  assert_output "s3-get: file://$T/rep/nothere: no replica files"
+  [ ! -e out.db ]
+}
+
+@test "walsync restore: kill -9 takes its children with it" {
+  cd "$T"
+  mkdir bin
+  cp "$WALSYNC_BIN/walsync" bin/
+  ln -s "$WALSYNC_BIN/ltx-apply" bin/ltx-apply
+  printf '#!/bin/sh\necho $$ > "%s"\nexec sleep 300\n' "$T/child.pid" > bin/s3-get
+  chmod +x bin/s3-get
+  bin/walsync restore app -b "file://$T/rep" -o out.db & local pid=$!
+  local i
+  for i in $(seq 1 100); do [ -s child.pid ] && break; sleep 0.1; done
+  local child; child=$(cat child.pid)
+  kill -0 "$child"
+  kill -9 "$pid"; wait "$pid" || true
+  for i in $(seq 1 100); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$child" 2>/dev/null
+}
+
+@test "walsync restore, ls: -v, --retries and the other S3 options reach the tools they run" {
+  cd "$T"
+  small_replica
+  run walsync restore app -b "file://$T/rep" -o out.db -v
+  assert_success
+  assert_output --regexp "s3-get: [^ ]*app/ltx/0/0000000000000001-0000000000000001.ltx: sent [0-9]+ bytes"
+  assert_output --partial "ltx-apply: out.db: 1 files, txid "
+  # nothing listens on this port: one retry, said on stderr
+  AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s run walsync ls app -b s3://bucket --endpoint http://127.0.0.1:18199 \
+    --retries 1 --connect-timeout 1 -v
+  assert_failure 1
+  assert_output --partial "retry 1/1"
+  refute_output --partial "retry 2/"
+}
+
+@test "walsync ls: a replica that does not exist is an error" {
+  cd "$T"
+  small_replica
+  run walsync ls nothere -b "file://$T/rep"
+  assert_failure 1
+  assert_output "walsync: file://$T/rep/nothere: no replica files"
+  run walsync ls app -b "file://$T/rep"
+  assert_success
+  assert_output --partial "0/0000000000000001-"
+}
+
+@test "walsync: an unknown subcommand is named" {
+  run walsync wacth app.db
+  assert_failure 2
+  assert_output "walsync: unknown subcommand 'wacth' (watch, restore, replicate, snapshot, verify, ls, compact, retain, status; see --help)"
+}
+
+@test "walsync replicate: --interval in the grammar s3-get takes (1d), and out of its range refused at once" {
+  cd "$T"
+  small_replica
+  run walsync replicate app -b "file://$T/rep" --local r.db --interval 2d
+  assert_failure 2
+  assert_output "walsync: --interval 2d: want a duration from 10ms to 1d (500ms, 30s, 5m, 1h30m, 7d, ...)"
+  walsync replicate app -b "file://$T/rep" --local r.db --interval 1d 2>r.log & local pid=$!
+  local i
+  for i in $(seq 1 100); do
+    [ "$(sqlite3 r.db 'SELECT count(*) FROM t' 2>/dev/null)" = 20 ] && break
+    sleep 0.1
+  done
+  kill -TERM "$pid"; wait "$pid"
+  same app.db r.db
+  ! grep -q "pipeline exited" r.log
+}
+
+@test "walsync restore: a damaged newest snapshot falls back to an older one and the files after it, and says so" {
+  cd "$T"
+  local C="$WALSYNC_VECTORS/ltx/chain"
+  cat "$C"/*.ltx | s3-put "file://$T/rep/app"
+  walsync snapshot app -b "file://$T/rep"
+  local snap; snap=$(cd rep/app/ltx && ls 9/)
+  [ "$snap" = 0000000000000001-0000000000000004.ltx ]
+  printf '\377\377\377\377' | dd of="rep/app/ltx/9/$snap" bs=1 seek=100 conv=notrunc 2>/dev/null
+  run walsync restore app -b "file://$T/rep" -o out.db
+  assert_success
+  assert_line --index 0 --partial "ltx-apply: stdin: 0000000000000001-0000000000000004.ltx: decode page frame 1: page 4294967295 out of bounds"
+  assert_line --index 1 "walsync: file://$T/rep/app: restore from snapshot 9/$snap failed; trying an older snapshot"
+  [ "${#lines[@]}" -eq 2 ]
+  ltx-apply ref.db "$C"/*.ltx
+  cmp ref.db out.db
+  # no older snapshot: the status of the failure
+  rm rep/app/ltx/0/0000000000000001-0000000000000001.ltx
+  rm out.db
+  run walsync restore app -b "file://$T/rep" -o out.db
+  assert_failure 3
+  [ ! -e out.db ]
+}

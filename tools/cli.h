@@ -3,6 +3,10 @@
 // Exit statuses (every man page's EXIT STATUS says the same):
 //   0 success, 1 runtime failure, 2 usage, 3 data integrity.
 #pragma once
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdint>
@@ -12,6 +16,7 @@
 #include <string>
 
 #include "ltx/error.h"
+#include "ltx/ltx.h"
 
 #ifndef WALSYNC_VERSION
 #define WALSYNC_VERSION "0.1.0"
@@ -50,6 +55,46 @@ inline void error(const std::string& msg) {
   std::fprintf(stderr, "%s: %s\n", tool_name(), ltx::printable(msg).c_str());
 }
 
+// True when standard output is a pipe whose reader has gone.
+inline bool stdout_reader_gone() {
+  struct pollfd p = {1, 0, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLERR);
+}
+
+// A failure while the reader of standard output has gone ends the tool the
+// way it ends cat or seq: quietly, killed by SIGPIPE (status 141 in a shell),
+// so `tool | head` prints nothing more and a pipeline knows the stage only
+// lost its reader. (Tools holding sockets ignore SIGPIPE; it is restored.)
+inline int failed(int status) {
+  if (!stdout_reader_gone()) return status;
+  std::fflush(stderr);
+  ::signal(SIGPIPE, SIG_DFL);
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGPIPE);
+  ::sigprocmask(SIG_UNBLOCK, &s, nullptr);
+  ::raise(SIGPIPE);
+  ::_exit(128 + SIGPIPE);
+}
+
+// A duration flag (ltx::parse_duration_ms, the one grammar) in [min_ms, max_ms],
+// else a usage error naming the flag, the value and the range.
+inline int64_t duration_ms(const std::string& flag, const std::string& v, int64_t min_ms, int64_t max_ms) {
+  int64_t ms = ltx::parse_duration_ms(v);
+  if (ms < min_ms || ms > max_ms) {
+    auto text = [](int64_t x) {
+      for (auto u : {std::pair<int64_t, const char*>{604800000, "w"}, {86400000, "d"}, {3600000, "h"},
+                     {60000, "m"}, {1000, "s"}})
+        if (x && x % u.first == 0) return std::to_string(x / u.first) + u.second;
+      return x ? std::to_string(x) + "ms" : std::string("0");
+    };
+    ltx::fail(ltx::Kind::Usage, flag + " " + v + ": want a duration from " + text(min_ms) +
+                                    (max_ms < INT64_MAX ? " to " + text(max_ms) : std::string(" up")) +
+                                    " (500ms, 30s, 5m, 1h30m, 7d, ...)");
+  }
+  return ms;
+}
+
 // Parse argv with CLI11 and run body(); map every failure to the house status.
 // --help/--version print to stdout and exit 0; usage errors exit 2.
 inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
@@ -71,14 +116,17 @@ inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>&
   try {
     return body();
   } catch (const ltx::Error& e) {
+    int st = failed(int(e.kind()));
     error(e.what());
-    return int(e.kind());
+    return st;
   } catch (const std::bad_alloc&) {
+    int st = failed(kRuntime);
     error("out of memory");
-    return kRuntime;
+    return st;
   } catch (const std::exception& e) {
+    int st = failed(kRuntime);
     error(e.what());
-    return kRuntime;
+    return st;
   }
 }
 

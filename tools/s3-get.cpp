@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "cli.h"
@@ -20,6 +21,7 @@ namespace {
 
 struct Options {
   std::string url, txid, timestamp, interval = "1s", max_interval = "30s", after;
+  std::vector<std::string> exclude;  // LEVEL/MIN-MAX.ltx names the plan must not use
   bool dry_run = false, raw = false, follow = false;
   s3cli::Flags s3;
 };
@@ -63,12 +65,8 @@ bool wait_for(int64_t ms) {
 
 int follow(const Options& o, ltx::Store& store, const ltx::Location& loc) {
   ltx::FollowOptions fo;
-  fo.interval_ms = ltx::parse_duration_ms(o.interval);
-  if (fo.interval_ms < 10 || fo.interval_ms > 86400000)
-    ltx::fail(ltx::Kind::Usage, "--interval " + o.interval + ": want a duration from 10ms to 24h, e.g. 1s, 500ms, 2m");
-  fo.max_interval_ms = ltx::parse_duration_ms(o.max_interval);
-  if (fo.max_interval_ms < 0 || fo.max_interval_ms > 86400000)
-    ltx::fail(ltx::Kind::Usage, "--max-interval " + o.max_interval + ": want a duration up to 24h, e.g. 30s, 5m (0: no backoff)");
+  fo.interval_ms = cli::duration_ms("--interval", o.interval, ltx::kFollowIntervalMinMs, ltx::kFollowIntervalMaxMs);
+  fo.max_interval_ms = cli::duration_ms("--max-interval", o.max_interval, 0, ltx::kFollowIntervalMaxMs);
   if (!o.after.empty()) {
     fo.has_after = true;
     if (!ltx::parse_hex16(o.after, &fo.after) && o.after != "0")
@@ -123,6 +121,11 @@ int run(const Options& o) {
   ltx::Replica rep(*store, loc);
   auto files = ltx::with_context(o.url, [&] { return rep.list(); });
   if (files.empty()) ltx::fail_integrity(o.url + ": no replica files");
+  files.erase(std::remove_if(files.begin(), files.end(),
+                             [&](const ltx::ReplicaFile& f) {
+                               return std::find(o.exclude.begin(), o.exclude.end(), f.name()) != o.exclude.end();
+                             }),
+              files.end());
   ltx::RestorePlan plan = ltx::with_context(o.url, [&] { return ltx::plan_restore(rep, files, target); });
   if (o.dry_run) {
     for (auto& f : plan.files)
@@ -159,6 +162,8 @@ int main(int argc, char** argv) {
   app.add_option("--interval", o.interval, "--follow: poll every DUR (default 1s; 500ms, 2m, ...)")->needs(fl);
   app.add_option("--max-interval", o.max_interval, "--follow: while idle, double the poll period up to DUR (default 30s; 0: no backoff)")->needs(fl);
   app.add_option("--after", o.after, "--follow: start after this TXID (hex) instead of restoring")->needs(fl);
+  app.add_option("--exclude", o.exclude, "plan without this replica file (LEVEL/MIN-MAX.ltx, as --dry-run prints it); repeatable")
+      ->excludes(raw)->excludes(fl);
   app.add_option("--max-keys", o.s3.max_keys, "ListObjectsV2 page size (default 1000)")->check(CLI::Range(1, 1000));
   s3cli::add_flags(app, o.s3);
   return cli::run(app, argc, argv, [&] { return run(o); });

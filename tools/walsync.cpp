@@ -7,6 +7,10 @@
 #include <malloc.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <poll.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,8 +22,10 @@
 #include <sstream>
 
 #include "cli.h"
+#include "ltx/apply.h"
 #include "ltx/bytes.h"
 #include "ltx/encode.h"
+#include "ltx/follow.h"
 #include "ltx/replica.h"
 #include "ltx/watch.h"
 #include "s3common.h"
@@ -59,18 +65,50 @@ void on_stop(int) {
   for (int i = 0; i < g_nchildren; i++) ::kill(g_children[i], SIGTERM);
 }
 
+Argv operator+(Argv a, const Argv& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+int wait_status(pid_t pid) {
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 // Runs cmds as a pipeline (stdin of the first and stdout of the last are
-// ours, or out_fd); returns the first failing status (pipefail; a usage or
-// integrity status before a runtime one), 128+N for a signal.
-int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1) {
+// ours, or out_fd). Each stage dies with us (PR_SET_PDEATHSIG). With
+// start_on_data, a stage starts only once the previous one has written
+// something: a producer that fails before its first byte is reported alone,
+// not by a second, misleading line from its reader ("no LTX data").
+// Returns the status of the first stage that failed (128+N for signal N;
+// a usage or integrity status before a runtime one), passing over stages
+// killed by SIGPIPE when another failed: those only saw their reader go away. err_fd: the stages' standard error.
+int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1, bool start_on_data = false, int err_fd = 2) {
   std::vector<pid_t> pids;
+  std::vector<int> done;  // statuses collected early, by pid index (-1: not yet)
+  const pid_t self = ::getpid();
   int in = 0;
   for (size_t i = 0; i < cmds.size(); i++) {
+    if (i > 0 && start_on_data) {
+      struct pollfd pf = {in, POLLIN, 0};
+      while (::poll(&pf, 1, -1) < 0 && errno == EINTR) {
+      }
+      int avail = 0;
+      if (::ioctl(in, FIONREAD, &avail) == 0 && avail == 0) {  // EOF before any data
+        done.resize(pids.size(), -1);
+        done.back() = wait_status(pids.back());
+        if (done.back() != 0) break;  // its own line said why; no reader to add another
+      }
+    }
     int p[2] = {-1, 1};
     if (i + 1 < cmds.size() && ::pipe(p) != 0) ltx::fail_errno("pipe");
     pid_t pid = ::fork();
     if (pid < 0) ltx::fail_errno("fork");
     if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != self) ::_exit(128 + SIGTERM);  // we died before prctl
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -80,6 +118,7 @@ int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1) {
       if (in != 0) ::dup2(in, 0), ::close(in);
       int out = i + 1 < cmds.size() ? p[1] : out_fd;
       if (out != 1) ::dup2(out, 1);
+      if (err_fd != 2) ::dup2(err_fd, 2);
       if (i + 1 < cmds.size()) ::close(p[0]), ::close(p[1]);
       std::vector<char*> av;
       std::string exe = tool(cmds[i][0]);
@@ -93,30 +132,36 @@ int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1) {
     pids.push_back(pid);
     if (g_nchildren < 4) g_children[g_nchildren++] = pid;
     if (in != 0) ::close(in);
+    in = 0;
     if (i + 1 < cmds.size()) ::close(p[1]), in = p[0];
   }
-  int rc = 0;
-  for (pid_t pid : pids) {
-    int st = 0;
-    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    int r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  if (in != 0) ::close(in);
+  done.resize(pids.size(), -1);
+  int rc = 0, piped = 0;
+  for (size_t i = 0; i < pids.size(); i++) {
+    int r = done[i] >= 0 ? done[i] : wait_status(pids[i]);
     // A usage or integrity failure of any stage names the cause better
-    // than the runtime failure (EPIPE) it leaves its neighbour with.
+    // than the runtime failure it leaves its neighbour with.
     bool meaningful = r == cli::kUsage || r == cli::kIntegrity;
-    if (rc == 0 || (meaningful && rc != cli::kUsage && rc != cli::kIntegrity)) rc = r;
+    if (r == 128 + SIGPIPE) {
+      if (piped == 0) piped = r;
+    } else if (rc == 0 || (meaningful && rc != cli::kUsage && rc != cli::kIntegrity)) {
+      rc = r;
+    }
   }
   g_nchildren = 0;
-  return rc;
+  return rc ? rc : piped;
 }
 
-// stdout of one command, trimmed.
-std::string capture(const Argv& cmd, int* rc) {
+// The first line of one command's stdout, trimmed; quiet: its stderr dropped.
+std::string capture(const Argv& cmd, int* rc, bool quiet = false) {
   char tmpl[] = "/tmp/walsync-XXXXXX";
   int fd = ::mkstemp(tmpl);
   if (fd < 0) ltx::fail_errno("mkstemp");
   ::unlink(tmpl);
-  *rc = run_pipeline({cmd}, fd);
+  int null = quiet ? ::open("/dev/null", O_WRONLY | O_CLOEXEC) : -1;
+  *rc = run_pipeline({cmd}, fd, false, null >= 0 ? null : 2);
+  if (null >= 0) ::close(null);
   std::string out(256, '\0');
   ssize_t n = ::pread(fd, &out[0], out.size(), 0);
   ::close(fd);
@@ -139,6 +184,17 @@ void export_s3(const s3cli::Flags& f) {
   for (const auto& r : f.age_recipients) recips += (recips.empty() ? "" : ",") + r;
   if (!recips.empty()) ::setenv("WALSYNC_AGE_RECIPIENT", recips.c_str(), 1);
 }
+
+// The S3 flags that are not in the environment, for the plumbing we run
+// (every tool that talks to a replica takes them; see s3cli::add_flags).
+Argv s3_args(const s3cli::Flags& f) {
+  Argv a = {"--retries", std::to_string(f.retries), "--connect-timeout", std::to_string(f.connect_timeout),
+            "--timeout", std::to_string(f.timeout), "--addressing", f.addressing};
+  if (f.verbose) a.push_back("-v");
+  return a;
+}
+// cmd, then the S3 flags, then args.
+Argv s3_cmd(const std::string& cmd, const s3cli::Flags& f, const Argv& args) { return Argv{cmd} + s3_args(f) + args; }
 
 std::string join_url(std::string base, const std::string& name) {
   while (!base.empty() && base.back() == '/') base.pop_back();
@@ -182,9 +238,7 @@ void add_common(CLI::App* c, Common& o) {
 
 long long duration_or(const std::string& s, long long dflt, const char* what) {
   if (s.empty()) return dflt;
-  long long v = wscfg::parse_duration_ms(s);
-  if (v < 0) ltx::fail(ltx::Kind::Usage, std::string(what) + ": not a duration (500ms, 5s, 2m, 1h): " + s);
-  return v;
+  return cli::duration_ms(what, s, 0, INT32_MAX);  // milliseconds in an int
 }
 
 void log_line(const std::string& name, const std::string& event) {
@@ -296,13 +350,34 @@ int restore(Common& c, Restore& r) {
     if (r.if_not_exists) return cli::kOk;
     ltx::fail_runtime(r.out + ": exists (remove it, or give --if-not-exists)");
   }
+  // Before anything is fetched: a hot journal beside OUTPUT (ltx-apply
+  // would refuse it too, after the first bytes arrived).
+  ltx::settle_journal(r.out, 60000);
   // A Litestream v0.3 replica (generations/...) is read by ls3-get, so users
   // of Litestream can move over; --txid then means the WAL index.
-  Argv get = {r.litestream_v3 ? "ls3-get" : "s3-get"};
-  if (!r.txid.empty()) get.insert(get.end(), {r.litestream_v3 ? "--index" : "--txid", r.txid});
-  if (!r.timestamp.empty()) get.insert(get.end(), {"--timestamp", r.timestamp});
-  get.push_back(c.resolve(r.target));
-  return run_pipeline({get, {"ltx-apply", r.out}});
+  Argv args;
+  if (!r.txid.empty()) args.insert(args.end(), {r.litestream_v3 ? "--index" : "--txid", r.txid});
+  if (!r.timestamp.empty()) args.insert(args.end(), {"--timestamp", r.timestamp});
+  const std::string url = c.resolve(r.target);
+  Argv apply = {"ltx-apply", r.out};
+  if (c.s3.verbose) apply.insert(apply.begin() + 1, "-v");
+  if (r.litestream_v3) return run_pipeline({s3_cmd("ls3-get", c.s3, args + Argv{url}), apply}, 1, true);
+  // A damaged file (status 3) in the plan: plan again without its snapshot,
+  // so that an older snapshot and the files after it can restore; every
+  // result is checked file by file all the same (post-apply checksums).
+  for (int attempt = 0;; attempt++) {
+    int rc = run_pipeline({s3_cmd("s3-get", c.s3, args + Argv{url}), apply}, 1, true);
+    if (rc != cli::kIntegrity || attempt == 3) return rc;
+    int prc = 0;
+    std::string snap = capture(s3_cmd("s3-get", c.s3, args + Argv{"--dry-run", url}), &prc, true);
+    snap = snap.substr(0, snap.find('\t'));
+    if (prc != 0 || snap.empty()) return rc;  // no plan: s3-get said why
+    Argv older = args + Argv{"--exclude", snap};
+    capture(s3_cmd("s3-get", c.s3, older + Argv{"--dry-run", url}), &prc, true);
+    if (prc != 0) return rc;  // no other way to the target
+    log_line(url, "restore from snapshot " + snap + " failed; trying an older snapshot");
+    args = older;
+  }
 }
 
 struct Replicate {
@@ -311,8 +386,8 @@ struct Replicate {
 
 int replicate(Common& c, Replicate& r) {
   c.load();
-  duration_or(r.interval, 1000, "--interval");
-  duration_or(r.max_interval, 30000, "--max-interval");
+  cli::duration_ms("--interval", r.interval, ltx::kFollowIntervalMinMs, ltx::kFollowIntervalMaxMs);  // as s3-get checks it
+  cli::duration_ms("--max-interval", r.max_interval, 0, ltx::kFollowIntervalMaxMs);
   std::string url = c.resolve(r.target);
   struct sigaction sa {};
   sa.sa_handler = on_stop;
@@ -324,10 +399,12 @@ int replicate(Common& c, Replicate& r) {
   while (!g_stop) {
     int rc = 0;
     std::string pos = capture({"ltx-apply", "--position", r.local}, &rc);
-    Argv get = {"s3-get", "--follow", "--interval", r.interval, "--max-interval", r.max_interval};
-    if (rc == 0 && !pos.empty() && pos.find_first_not_of('0') != std::string::npos) get.insert(get.end(), {"--after", pos});
-    get.push_back(url);
-    log_line(r.local, "following " + url + (get.size() > 7 ? " after TXID " + pos : ""));
+    Argv args = {"--follow", "--interval", r.interval, "--max-interval", r.max_interval};
+    bool after = rc == 0 && !pos.empty() && pos.find_first_not_of('0') != std::string::npos;
+    if (after) args.insert(args.end(), {"--after", pos});
+    args.push_back(url);
+    Argv get = s3_cmd("s3-get", c.s3, args);
+    log_line(r.local, "following " + url + (after ? " after TXID " + pos : ""));
     auto t0 = ltx::now_ms();
     rc = run_pipeline({get, {"ltx-apply", "--live", r.local}});
     if (g_stop) break;
@@ -356,7 +433,7 @@ struct Snapshot {
 int snapshot(Common& c, Snapshot& s) {
   c.load();
   std::string url = c.resolve(s.db);
-  if (have_tool("s3-compact")) return run_pipeline({{"s3-compact", "--level", "9", "--interval", "0", url}});
+  if (have_tool("s3-compact")) return run_pipeline({s3_cmd("s3-compact", c.s3, {"--level", "9", "--interval", "0", url})});
   // Without the compactor: rebuild the replica's latest state in a temp
   // database and store it as a snapshot at that TXID (never reads the live DB).
   ltx::Location loc = ltx::parse_url(url);
@@ -370,12 +447,38 @@ int snapshot(Common& c, Snapshot& s) {
   std::string tmpl = dir + "/walsync-snapshot-XXXXXX";
   if (!::mkdtemp(&tmpl[0])) ltx::fail_errno("mkdtemp in " + dir);
   std::string txid = ltx::hex16(plan.txid), tmpdb = tmpl + "/db";
-  int rc = run_pipeline({{"s3-get", "--txid", txid, url}, {"ltx-apply", tmpdb}});
+  int rc = run_pipeline({s3_cmd("s3-get", c.s3, {"--txid", txid, url}), {"ltx-apply", tmpdb}}, 1, true);
   if (rc == 0)
     rc = run_pipeline({{"ltx-encode", "--db", tmpdb, "--txid", txid, "--timestamp", ltx::format_timestamp(ts)},
-                       {"s3-put", "--level", "9", url}});
+                       s3_cmd("s3-put", c.s3, {"--level", "9", url})});
   ::unlink(tmpdb.c_str());
   ::rmdir(tmpl.c_str());
+  return rc;
+}
+
+// ---- ls ----
+// s3-ls, but a replica with no files is an error, not an empty listing.
+int list(Common& c, const std::string& url) {
+  char tmpl[] = "/tmp/walsync-ls-XXXXXX";
+  int fd = ::mkstemp(tmpl);
+  if (fd < 0) ltx::fail_errno("mkstemp");
+  ::unlink(tmpl);
+  int rc = run_pipeline({s3_cmd("s3-ls", c.s3, {url})}, fd);
+  off_t n = ::lseek(fd, 0, SEEK_END);
+  if (rc == 0 && n == 0) {
+    ::close(fd);
+    ltx::fail_runtime(url + ": no replica files");
+  }
+  std::vector<char> buf(64 * 1024);
+  ltx::FdWriter out(1);
+  for (off_t off = 0; off < n;) {
+    size_t k = ltx::pread_full(fd, buf.data(), buf.size(), uint64_t(off));
+    if (k == 0) break;
+    out.write(buf.data(), k);
+    off += off_t(k);
+  }
+  ::close(fd);
+  out.flush();
   return rc;
 }
 
@@ -454,6 +557,18 @@ int main(int argc, char** argv) {
   add_common(st, c);
   st->add_option("--metrics-file", metrics, "the metrics file of walsync watch");
 
+  if (argc > 1 && argv[1][0] != '-') {  // CLI11 would only say "A subcommand is required"
+    std::string names;
+    bool known = false;
+    for (auto* s : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || s->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + s->get_name();
+    }
+    if (!known) {
+      cli::error(std::string("unknown subcommand '") + argv[1] + "' (" + names + "; see --help)");
+      return cli::kUsage;
+    }
+  }
   return cli::run(app, argc, argv, [&]() -> int {
     if (wa->parsed()) return watch(c, w);
     if (re->parsed()) return restore(c, r);
@@ -462,10 +577,10 @@ int main(int argc, char** argv) {
     if (st->parsed()) return status(c, metrics);
     c.load();
     std::string url = c.resolve(target);
-    if (ls->parsed()) return run_pipeline({{"s3-ls", url}});
+    if (ls->parsed()) return list(c, url);
     if (ve->parsed()) {
-      if (have_tool("s3-verify")) return run_pipeline({{"s3-verify", url}});
-      return run_pipeline({{"s3-get", url}, {"ltx-verify", "-"}});
+      if (have_tool("s3-verify")) return run_pipeline({s3_cmd("s3-verify", c.s3, {url})});
+      return run_pipeline({s3_cmd("s3-get", c.s3, {url}), {"ltx-verify", "-"}}, 1, true);
     }
     if (co->parsed()) {
       if (!have_tool("s3-compact")) {
@@ -473,7 +588,7 @@ int main(int argc, char** argv) {
         return cli::kRuntime;
       }
       for (const char* l : {"1", "2", "3", "9"}) {
-        int rc = run_pipeline({{"s3-compact", "--level", l, url}});
+        int rc = run_pipeline({s3_cmd("s3-compact", c.s3, {"--level", l, url})});
         if (rc != 0) return rc;
       }
       return cli::kOk;
@@ -482,9 +597,8 @@ int main(int argc, char** argv) {
       cli::error("retain: not yet implemented (needs s3-retain)");
       return cli::kRuntime;
     }
-    Argv cmd = {"s3-retain"};
-    for (const auto& x : rt->remaining()) cmd.push_back(x);
-    cmd.push_back(url);
-    return run_pipeline({cmd});
+    Argv args = rt->remaining();
+    args.push_back(url);
+    return run_pipeline({s3_cmd("s3-retain", c.s3, args)});
   });
 }
