@@ -499,7 +499,7 @@ small_replica() {
 @test "walsync replicate: --interval in the grammar s3-get takes (1d), and out of its range refused at once" {
   cd "$T"
   small_replica
-  run walsync replicate app -b "file://$T/rep" --local r.db --interval 2d
+  run timeout 20 walsync replicate app -b "file://$T/rep" --local r.db --interval 2d
   assert_failure 2
   assert_output "walsync: --interval 2d: want a duration from 10ms to 1d (500ms, 30s, 5m, 1h30m, 7d, ...)"
   walsync replicate app -b "file://$T/rep" --local r.db --interval 1d 2>r.log & local pid=$!
