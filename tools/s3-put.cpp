@@ -48,9 +48,7 @@ int put_stream(const Options& o, const ltx::Location& loc, ltx::Store& store) {
   u.ack = o.ack;
   const char* tmp = std::getenv("TMPDIR");
   u.tmpdir = tmp && *tmp ? tmp : "/tmp";
-  u.sync_interval_ms = ltx::parse_duration_ms(o.sync_interval);
-  if (u.sync_interval_ms < 0 || u.sync_interval_ms > 3600000)
-    ltx::fail(ltx::Kind::Usage, "--sync-interval " + o.sync_interval + ": want a duration from 0 to 1h, e.g. 1s, 500ms, 0");
+  u.sync_interval_ms = cli::duration_ms("--sync-interval", o.sync_interval, 0, 3600000);
   if (o.s3.verbose)
     u.on_file = [](const ltx::UploadedObject& x) {
       std::string files = x.files > 1 ? ", " + std::to_string(x.files) + " files merged" : "";
