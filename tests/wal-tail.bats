@@ -206,7 +206,10 @@ PY
   read -r n walmax < walmax
   echo "# $n commits in 3 s; largest WAL $walmax bytes; $(grep -c 'WAL restarted' err) restarts" >&3
   kill "$TAIL_PID"; wait; TAIL_PID=
-  [ "$walmax" -lt $((64 << 20)) ]
+  # Bounded means restarted: at least one frame a commit was appended, and
+  # the WAL never held half of them (on a quiet machine it stays under
+  # 16 MB; a loaded one restarts less often, but restarts).
+  [ "$walmax" -lt $((n * 4120 / 2)) ]
   ltx-apply restored.db < all.ltx
   checkpoint_source
   cmp app.db restored.db

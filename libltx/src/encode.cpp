@@ -392,7 +392,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   if (h.snapshot()) h.pre_apply = 0;
 
   Changes changes(state_ ? state_->dir() : tmpdir_);
-  std::vector<uint8_t> page(ps);
+  std::vector<uint8_t> page(ps), zero(ps, 0);
   uint64_t ck = h.snapshot() ? kChecksumFlag : prev.checksum;
   const uint32_t old_n = h.snapshot() ? 0 : prev.commit;
   uint64_t next_fill = uint64_t(old_n) + 1;
@@ -402,16 +402,25 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     if (pc) ck = fold(ck, pc);
     if (state_) changes.add(pgno, pc);
   };
-  // SQLite writes every page it adds to a database (all but the lock page),
-  // and a resync carries every page: growth is justified page by page by
-  // the input. A commit size beyond the pages written (a hostile 0xfffffffe
-  // would make the state 32 GB of zero-page checksums) is refused.
+  // SQLite leaves a page it adds to the database unwritten only when it is
+  // a free-list leaf (its "don't write" optimisation: the page reads as
+  // zeros), and every leaf is named on a free-list trunk page that the same
+  // transaction writes, at most page_size/4 of them a trunk. So a
+  // transaction of n pages grows the database by at most n * page_size/4
+  // pages it does not carry, and a resync carries every page. A commit size
+  // beyond that (a hostile 0xfffffffe would make the state 32 GB of
+  // zero-page checksums) is refused before the state changes.
+  const uint64_t max_unwritten = resync ? 0 : uint64_t(npages) * (ps / 4);
+  uint64_t unwritten = 0;
   auto grown_upto = [&](uint64_t last) {
-    for (; next_fill <= last; next_fill++)
-      if (next_fill != lock)
+    for (; next_fill <= last; next_fill++) {
+      if (next_fill == lock) continue;
+      if (++unwritten > max_unwritten)
         fail_integrity(std::string(resync ? "resync" : "transaction") + " grows the database from " +
                        std::to_string(old_n) + " to " + std::to_string(commit) + " pages without page " +
-                       std::to_string(next_fill));
+                       std::to_string(next_fill) + ", more than its pages can name as free");
+      set(uint32_t(next_fill), page_checksum(uint32_t(next_fill), zero.data(), ps));
+    }
   };
   // The file is built in a spool, the state advances (with its undo record),
   // and only then does the file go to stdout: downstream never holds a TXID
