@@ -120,7 +120,7 @@ Applier::Applier(const std::string& db_path) : path_(db_path) {
   }
 }
 
-Applier::~Applier() = default;
+Applier::~Applier() { end_trial(); }
 
 uint64_t Applier::current_checksum() {
   if (!ck_known_) {
@@ -142,6 +142,12 @@ int Applier::apply_stream(Reader& r, const std::string& name) {
     n++;
   }
   return n;
+}
+
+void Applier::apply_file(Reader& r) {
+  Decoder d(r);
+  if (!d.read_header()) fail_integrity("no LTX data");
+  apply_one(d);
 }
 
 void Applier::apply_one(Decoder& d) {
@@ -188,6 +194,7 @@ void Applier::apply_one(Decoder& d) {
   uint32_t pgno;
   while (d.next_page(&pgno, page.data())) {
     uint64_t off = uint64_t(pgno - 1) * ps;
+    if (trial_ && pgno <= npages_) save_page(pgno);
     if (track) {
       if (pgno <= old_n) {
         if (pread_full(fd, old.data(), ps, off) != ps) fail_integrity("database shorter than its page count");
@@ -211,6 +218,8 @@ void Applier::apply_one(Decoder& d) {
     }
     fold_zero_upto(h.commit);
   }
+  if (trial_)
+    for (uint64_t p = uint64_t(h.commit) + 1; p <= npages_; p++) save_page(uint32_t(p));
   if (::ftruncate(fd, off_t(uint64_t(h.commit) * ps)) != 0) fail_errno("truncate");
   npages_ = h.commit;
   if (h.commit == 0) {
@@ -229,6 +238,48 @@ void Applier::apply_one(Decoder& d) {
   res_.txid = h.max_txid;
   res_.commit = h.commit;
   res_.files++;
+}
+
+void Applier::begin_trial(const std::string& tmpdir) {
+  end_trial();
+  auto t = std::make_unique<Trial>();
+  t->fd = ::open(tmpdir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (t->fd < 0) fail_errno("create temp file in " + tmpdir);
+  t->res = res_;
+  t->npages = npages_;
+  t->ck_known = ck_known_;
+  trial_ = std::move(t);
+}
+
+void Applier::save_page(uint32_t pgno) {
+  const uint32_t ps = res_.page_size;
+  std::vector<uint8_t> page(ps);
+  if (pread_full(tmp_->fd(), page.data(), ps, uint64_t(pgno - 1) * ps) != ps)
+    fail_integrity("database shorter than its page count");
+  pwrite_all(trial_->fd, page.data(), ps, uint64_t(trial_->pgnos.size()) * ps);
+  trial_->pgnos.push_back(pgno);
+}
+
+void Applier::rollback() {
+  if (!trial_) return;
+  const Trial& t = *trial_;
+  const uint32_t ps = res_.page_size;
+  const int fd = tmp_->fd();
+  if (::ftruncate(fd, off_t(t.npages * (t.res.page_size ? t.res.page_size : ps))) != 0) fail_errno("truncate");
+  std::vector<uint8_t> page(ps);
+  for (size_t i = 0; i < t.pgnos.size(); i++) {
+    if (pread_full(t.fd, page.data(), ps, uint64_t(i) * ps) != ps) fail_runtime("trial spool: short read");
+    pwrite_all(fd, page.data(), ps, uint64_t(t.pgnos[i] - 1) * ps);
+  }
+  res_ = t.res;
+  npages_ = t.npages;
+  ck_known_ = t.ck_known;
+  end_trial();
+}
+
+void Applier::end_trial() {
+  if (trial_ && trial_->fd >= 0) ::close(trial_->fd);
+  trial_.reset();
 }
 
 ApplyResult Applier::commit() {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ltx/io.h"
 #include "ltx/ltx.h"
@@ -46,6 +47,8 @@ class Applier {
   // Applies every LTX file read from r until a clean end of stream.
   // Returns the number of files applied; throws with "<name>: ..." context.
   int apply_stream(Reader& r, const std::string& name);
+  // Applies the one LTX file read from r (no context added to errors).
+  void apply_file(Reader& r);
   // Makes the result durable and visible (fsync, rename, fsync directory).
   ApplyResult commit();
   // Refuse (Integrity) a file whose Commit makes the database larger than
@@ -53,10 +56,28 @@ class Applier {
   // temp copy's file system has no room for it, before any page is written:
   // a tiny file can claim 2^32-2 pages.
   void set_max_size(uint64_t bytes) { max_size_ = bytes; }
+  // Trial application (s3-verify's replay): from begin_trial() on, every
+  // page a file overwrites or cuts off is saved first (in an unlinked file
+  // in tmpdir), so rollback() puts the database and the position back as
+  // they were, whether the files applied or failed half-way. end_trial()
+  // keeps the changes. Costs one page read and write per page touched.
+  void begin_trial(const std::string& tmpdir);
+  void rollback();
+  void end_trial();
+  const ApplyResult& result() const { return res_; }
 
  private:
   void apply_one(Decoder& d);
   uint64_t current_checksum();
+  void save_page(uint32_t pgno);  // trial: keep the page as it is now
+  struct Trial {
+    int fd = -1;                  // saved pages, in the order of pgnos
+    std::vector<uint32_t> pgnos;
+    ApplyResult res;
+    uint64_t npages = 0;
+    bool ck_known = false;
+  };
+  std::unique_ptr<Trial> trial_;
   std::string path_;
   std::unique_ptr<AtomicFile> tmp_;
   ApplyResult res_;

@@ -90,6 +90,17 @@ struct ReplicaReport {
   uint64_t latest = 0;                 // highest MaxTXID of any file
   uint64_t restore_min = 0, restore_max = 0;  // restorable TXIDs (0: none)
   uint64_t restore_points = 0;         // TXIDs a restore can target
+  bool replayed = false;               // the range was proven by replaying it
+};
+
+struct VerifyOptions {
+  // Prove the restorable range: rebuild the chain in a temporary database
+  // in tmpdir and check every pre- and post-apply checksum against the pages
+  // actually applied. Without it, the range follows from the checksums the
+  // files claim, which a damaged encoder state can get wrong.
+  bool replay = true;
+  std::string tmpdir;  // default /tmp
+  std::function<void(const ReplicaFile&)> on_replay;  // before each replayed file (progress)
 };
 
 // Walks a replica: verifies every file (verify_object), then the chain
@@ -97,8 +108,11 @@ struct ReplicaReport {
 // TXID agree on the post-apply checksum; each file's pre-apply checksum
 // equals the post-apply of the files ending just before it; TXIDs no file
 // covers (gaps); files no restore can reach (orphans); the restorable
-// range. on_file(f) is called before each download (progress), may be null.
-ReplicaReport verify_replica(Replica& r, const std::function<void(const ReplicaFile&)>& on_file);
+// range, replayed (VerifyOptions::replay: each file that a restore can use
+// is downloaded a second time and applied, at most once) or claimed.
+// on_file(f) is called before each download (progress), may be null.
+ReplicaReport verify_replica(Replica& r, const std::function<void(const ReplicaFile&)>& on_file,
+                             const VerifyOptions& opt = VerifyOptions());
 
 // s3-put's guard: decides for each verified LTX file whether it continues
 // the remote chain (Upload), is already there byte-identical (Skip, so a
