@@ -49,8 +49,18 @@ int main(int argc, char** argv) {
       cli::error("--timestamp: not an RFC 3339 time: " + ts_text);
       return cli::kUsage;
     }
+    std::unique_ptr<ltx::StateLock> lock;
     std::unique_ptr<ltx::PageState> state;
-    if (!state_dir.empty()) state = std::make_unique<ltx::PageState>(state_dir);
+    if (!state_dir.empty()) {
+      lock = ltx::lock_state_dir(state_dir);  // one encoder per state
+      state = std::make_unique<ltx::PageState>(state_dir);
+      // Checked, never trusted: a file built on wrong page checksums would
+      // carry a post-apply checksum no restore can reach.
+      std::string damage = state->check();
+      if (!damage.empty())
+        ltx::fail_integrity("state " + state_dir + ": damaged: " + damage +
+                            " (remove the directory and start it again; walsync watch rebuilds it by itself)");
+    }
     // Files emitted but never acknowledged were lost downstream: undo them,
     // so the next file continues exactly what the destination holds.
     ltx::Position adopt;

@@ -58,6 +58,10 @@ int main(int argc, char** argv) {
       }
       o.have_from = true;
     }
+    // One tail per acknowledgement: a second would hold frames for, and
+    // resume from, a position that is not its own.
+    std::unique_ptr<ltx::StateLock> lock;
+    if (!o.ack_path.empty()) lock = std::make_unique<ltx::StateLock>(o.ack_path + ".lock");
     ltx::Position acked;
     if (from.empty() && !o.ack_path.empty() && !o.snapshot &&
         ltx::read_position_file(o.ack_path, &acked) && acked.wal_offset != 0) {

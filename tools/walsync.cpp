@@ -326,7 +326,6 @@ int watch(Common& c, Watch& w) {
     if (sig > 0) log_line("watch", std::string(sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM") + ": draining");
     return sig > 0;
   };
-  log_line("watch", std::to_string(o.dbs.size()) + " database" + (o.dbs.size() == 1 ? "" : "s"));
   // Status 1 or 3 once a database failed for good, even after a SIGTERM:
   // systemd's Restart=on-failure and the operator must hear of it.
   ltx::watch::Result res = ltx::watch::run(o);

@@ -167,7 +167,9 @@ int TxnEncoder::run(wal::EventReader& r) {
 // restored database): the first resync must be exactly the database the
 // replica holds at the acknowledged position; its page checksums become the
 // state and nothing is sent.
-void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t commit) {
+// Returns false (nothing done) when the database differs and opt_.rebuild
+// says to send it instead.
+bool TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t commit) {
   const uint32_t ps = page_size_;
   std::vector<uint8_t> page(ps);
   Changes changes(state_->dir());
@@ -178,7 +180,9 @@ void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t 
     ck = fold(ck, pc);
     changes.add(pgno, pc);
   });
-  if (ck != opt_.adopt.checksum || (opt_.adopt.page_size && opt_.adopt.page_size != ps))
+  const bool same_ps = !opt_.adopt.page_size || opt_.adopt.page_size == ps;
+  if (ck != opt_.adopt.checksum && same_ps && opt_.rebuild) return false;
+  if (ck != opt_.adopt.checksum || !same_ps)
     fail_integrity("the database (checksum " + hex16(ck) + ") is not the replica's TXID " +
                    hex16(opt_.adopt.txid) + " (checksum " + hex16(opt_.adopt.checksum) +
                    "): restore it first, or replicate to another prefix");
@@ -193,6 +197,7 @@ void TxnEncoder::adopt(const std::function<void(const PageFn&)>& each, uint32_t 
   state_->commit(pos, changes);
   next_txid_ = pos.txid + 1;
   clear_batch();
+  return true;
 }
 
 void TxnEncoder::emit_resync() {
@@ -350,18 +355,22 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
   };
   const bool no_pages = resync ? resync_pages_->empty() : pages.empty();
   const bool have_state = state_ && state_->initialized();
-  const Position prev = have_state ? state_->position() : stateless_;
   const uint32_t ps = page_size_;
   const uint32_t lock = lock_pgno(ps);
-  if (resync && have_state && no_pages && commit == prev.commit) {
+  if (resync && have_state && no_pages && commit == state_->position().commit) {
     // The destination already has exactly this database: nothing to send.
     clear_batch();
     return;
   }
+  // A rebuild: the replica's database is not known page by page, so every
+  // page goes out (the resync of an empty state has them all).
+  bool rebuild = false;
   if (resync && !have_state && state_ && opt_.adopt.txid != 0) {
-    adopt(each, commit);
-    return;
+    if (adopt(each, commit)) return;
+    rebuild = true;
+    next_txid_ = opt_.adopt.txid + 1;
   }
+  const Position prev = rebuild ? opt_.adopt : have_state ? state_->position() : stateless_;
   Header h;
   h.page_size = ps;
   h.commit = commit;
@@ -378,7 +387,7 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     h.wal_salt1 = cursor_salt1_;
     h.wal_salt2 = cursor_salt2_;
   }
-  bool checksummed = have_state || (h.snapshot() && state_);
+  bool checksummed = have_state || rebuild || (h.snapshot() && state_);
   if (h.snapshot()) {
     // TXID 1 must hold every page: only a resync can provide that.
     if (!resync)
@@ -393,8 +402,8 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
 
   Changes changes(state_ ? state_->dir() : tmpdir_);
   std::vector<uint8_t> page(ps), zero(ps, 0);
-  uint64_t ck = h.snapshot() ? kChecksumFlag : prev.checksum;
-  const uint32_t old_n = h.snapshot() ? 0 : prev.commit;
+  uint64_t ck = h.snapshot() || rebuild ? kChecksumFlag : prev.checksum;
+  const uint32_t old_n = h.snapshot() || rebuild ? 0 : prev.commit;
   uint64_t next_fill = uint64_t(old_n) + 1;
   auto set = [&](uint32_t pgno, uint64_t pc) {
     uint64_t old = (pgno <= old_n && have_state) ? state_->get(pgno) : 0;

@@ -1,6 +1,7 @@
 #include "ltx/state.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "ltx/bytes.h"
+#include "ltx/checksum.h"
 #include "ltx/error.h"
 #include "ltx/io.h"
 
@@ -55,6 +57,53 @@ void write_atomic(const std::string& path, const std::string& data) {
 }
 
 }  // namespace
+
+StateLock::StateLock(const std::string& path) : path_(path) { take(); }
+
+StateLock::~StateLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void StateLock::take() {
+  int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail_errno("open " + path_);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    char b[32] = {};
+    ssize_t n = ::pread(fd, b, sizeof b - 1, 0);
+    ::close(fd);
+    if (e != EWOULDBLOCK) {
+      errno = e;
+      fail_errno("lock " + path_);
+    }
+    std::string pid(b, n > 0 ? size_t(n) : 0);
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) pid = "unknown";
+    fail_runtime(path_ + ": in use by pid " + pid +
+                 " (one walsync watch, wal-tail --ack or ltx-encode --state at a time)");
+  }
+  std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0) {
+    ::close(fd);
+    fail_errno("truncate " + path_);
+  }
+  pwrite_all(fd, me.data(), me.size(), 0);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+void StateLock::renew() {
+  struct stat a {}, b {};
+  if (fd_ >= 0 && ::fstat(fd_, &a) == 0 && ::stat(path_.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+      a.st_ino == b.st_ino)
+    return;
+  take();
+}
+
+std::unique_ptr<StateLock> lock_state_dir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) fail_errno("create state directory " + dir);
+  return std::make_unique<StateLock>(dir + "/lock");
+}
 
 std::string format_position(const Position& p) {
   std::ostringstream o;
@@ -202,8 +251,56 @@ bool PageState::replay_journals() {
 
 uint64_t PageState::get(uint32_t pgno) const {
   uint8_t b[8];
-  if (pread_full(pages_fd_, b, 8, uint64_t(pgno - 1) * 8) != 8) return 0;
-  return get64(b);
+  uint64_t v = pread_full(pages_fd_, b, 8, uint64_t(pgno - 1) * 8) == 8 ? get64(b) : 0;
+  if (!(v & kChecksumFlag) && pgno <= pos_.commit && pgno != lock_pgno(pos_.page_size) && pgno != 0)
+    fail_integrity("state " + dir_ + ": damaged: page " + std::to_string(pgno) + " of " + std::to_string(pos_.commit) +
+                   " has no checksum in " + dir_ + "/pages");
+  return v;
+}
+
+std::string PageState::check() const {
+  if (!initialized()) return "";
+  const uint32_t n = pos_.commit;
+  const uint32_t lock = pos_.page_size ? lock_pgno(pos_.page_size) : 0;
+  uint64_t ck = kChecksumFlag;
+  std::vector<uint8_t> buf(64 << 10);
+  for (uint64_t first = 1; first <= n;) {
+    const size_t k = size_t(std::min<uint64_t>(buf.size() / 8, n - first + 1));
+    const size_t got = pread_full(pages_fd_, buf.data(), k * 8, (first - 1) * 8);
+    for (size_t i = 0; i < k; i++) {
+      const uint32_t pgno = uint32_t(first + i);
+      if (pgno == lock) continue;
+      const uint64_t v = (i + 1) * 8 <= got ? get64(buf.data() + i * 8) : 0;
+      if (!(v & kChecksumFlag))
+        return "page " + std::to_string(pgno) + " of " + std::to_string(n) + " has no checksum in " + dir_ + "/pages";
+      ck = fold(ck, v);
+    }
+    first += k;
+  }
+  if (ck != pos_.checksum)
+    return "the page checksums of " + dir_ + "/pages fold to " + hex16(ck) + ", not to the checksum " +
+           hex16(pos_.checksum) + " of TXID " + hex16(pos_.txid);
+  return "";
+}
+
+void PageState::reset() {
+  auto trunc = [&](int fd, const std::string& name) {
+    if (fd >= 0 && (::ftruncate(fd, 0) != 0 || ::fdatasync(fd) != 0)) fail_errno("truncate " + dir_ + "/" + name);
+  };
+  // Journals first: a crash half-way leaves no record to replay over pages
+  // that are gone (and check() would catch it if it did).
+  for (int i = 0; i < kSlots; i++) trunc(jfd_[i], "journal." + std::to_string(i));
+  trunc(undo_fd_, "undo");
+  trunc(pages_fd_, "pages");
+  if (pos_fd_ >= 0) {
+    ::close(pos_fd_);
+    pos_fd_ = -1;
+  }
+  ::unlink((dir_ + "/position").c_str());
+  pos_len_ = SIZE_MAX;
+  for (auto& s : slot_seq_) s = 0;
+  seq_ = synced_seq_ = 0;
+  pos_ = Position{};
 }
 
 void PageState::write_pages(const std::vector<std::pair<uint32_t, uint64_t>>& changes) {

@@ -130,6 +130,7 @@ struct Db {
   std::atomic<uint64_t> txid{0}, bytes{0}, files{0}, errors{0}, restarts{0};
   std::atomic<int64_t> last_success_ms{0};
   LagTracker lag;
+  std::unique_ptr<StateLock> state_lock, ack_lock;  // held for the whole watch
 
   void fail(const std::string& stage, const std::string& what, bool permanent = false,
             Kind kind = Kind::Runtime) {
@@ -193,7 +194,8 @@ void run_tail(Db& d, const Options& o, tail::Options to, Fd out) {
   d.tail_done = true;
 }
 
-void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack, Fd in, Fd out) {
+void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack, const Position& adopt, Fd in,
+                 Fd out) {
   try {
     FdReader fr(in.fd);
     BufReader br(fr, 8 * 1024);
@@ -205,6 +207,8 @@ void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack
       EncodeOptions eo;
       eo.per_txn = true;
       eo.ack_path = ack;
+      eo.adopt = adopt;
+      eo.rebuild = true;
       // Group commit, as ltx-encode does: while more input is already
       // waiting, transactions share a file.
       const int infd = in.fd;
@@ -232,11 +236,31 @@ void run_pipeline(Db& d, const Options& o) {
     Location loc = parse_url(d.cfg.url);
     std::unique_ptr<Store> store = open_store(loc, o.s3);
     mkdirs(d.cfg.state_dir);
-    bind_state(d.cfg.state_dir, d.cfg.url);
     const std::string ack = d.cfg.state_dir + "/ack";
+    d.state_lock->renew();  // the directory may have been removed under us
+    d.ack_lock->renew();
+    bind_state(d.cfg.state_dir, d.cfg.url);
     sync_ack(*store, loc, ack);
+    // The state is checked, never trusted: damaged, or gone while the
+    // replica holds files (sync_ack brought the acknowledgement back), it is
+    // rebuilt from the database and the replica (EncodeOptions::rebuild).
     auto state = std::make_unique<PageState>(d.cfg.state_dir);
-    resume_from_ack(*state, ack);
+    std::string damage = state->check();
+    Position adopt;
+    if (damage.empty()) {
+      try {
+        resume_from_ack(*state, ack, &adopt);
+      } catch (const Error& e) {
+        if (e.kind() != Kind::Integrity) throw;
+        damage = e.what();
+      }
+    }
+    if (!damage.empty()) {
+      if (o.log) o.log(d.cfg.name, "damaged state: " + damage + "; rebuilding it from the database and the replica");
+      state->reset();
+      adopt = Position{};
+      resume_from_ack(*state, ack, &adopt);
+    }
     Position acked;
     bool have = read_position_file(ack, &acked);
     d.txid = have ? acked.txid : 0;
@@ -247,7 +271,9 @@ void run_pipeline(Db& d, const Options& o) {
     to.stop = &d.stop;
     if (o.verbose && o.log) to.log = [&d, &o](const std::string& m) { o.log(d.cfg.name, "wal-tail: " + m); };
     std::string where = "no acknowledged position: full resync";
-    if (have && acked.wal_offset) {
+    if (adopt.txid) {
+      where = "no local state: full resync, joining the replica or continuing it with every page";
+    } else if (have && acked.wal_offset) {
       to.have_from = true;
       to.from_salt1 = acked.wal_salt1;
       to.from_salt2 = acked.wal_salt2;
@@ -264,8 +290,8 @@ void run_pipeline(Db& d, const Options& o) {
     if (::pipe2(b, O_CLOEXEC) != 0) fail_errno("pipe");
     Fd br(b[0]), bw(b[1]);
     up_in = std::move(br);
-    d.enc = std::thread([&d, st = std::move(state), ack, r = std::move(ar), w = std::move(bw)]() mutable {
-      run_encoder(d, std::move(st), ack, std::move(r), std::move(w));
+    d.enc = std::thread([&d, st = std::move(state), ack, adopt, r = std::move(ar), w = std::move(bw)]() mutable {
+      run_encoder(d, std::move(st), ack, adopt, std::move(r), std::move(w));
       d.done++;
     });
     stages++;
@@ -450,6 +476,15 @@ Result run(const Options& o) {
     dbs.push_back(std::make_unique<Db>());
     dbs.back()->cfg = c;
   }
+  // One watcher per database: the state directory and its acknowledgement
+  // are locked for the whole run (a second watch, wal-tail --ack or
+  // ltx-encode --state on them refuses, naming this pid).
+  for (auto& d : dbs) {
+    mkdirs(d->cfg.state_dir);
+    d->state_lock = lock_state_dir(d->cfg.state_dir);
+    d->ack_lock = std::make_unique<StateLock>(d->cfg.state_dir + "/ack.lock");
+  }
+  if (o.log) o.log("watch", std::to_string(dbs.size()) + " database" + (dbs.size() == 1 ? "" : "s"));
   int64_t next_metrics = 0, deadline = 0;
   bool stopping = false;
   Result res;

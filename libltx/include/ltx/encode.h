@@ -35,6 +35,13 @@ struct EncodeOptions {
   int64_t timestamp = 0;     // fixed timestamp (0: event time or now)
   std::string ack_path;      // acknowledgement file: undo records up to it are dropped
   Position adopt;            // txid != 0: a fresh state joins a replica at this position
+  // With adopt: a first resync that is not the replica's database (the state
+  // was lost or damaged while the database moved on) goes out as TXID
+  // adopt.txid + 1 holding every page, its pre-apply checksum the replica's
+  // (adopt.checksum), instead of being refused: applied to the replica's
+  // database it rewrites every page, so its post-apply checksum is the fold
+  // of the pages sent and no old page checksum is needed.
+  bool rebuild = false;
   // per_txn: when this says more input is ready within wait_ms (0: right
   // now), a committed transaction waits to share the next LTX file with the
   // ones behind it (group commit under load, one file per transaction when
@@ -84,7 +91,7 @@ class TxnEncoder {
     bool empty() const { return b == e; }
   };
   using PageFn = std::function<void(uint32_t pgno, uint32_t slot)>;
-  void adopt(const std::function<void(const PageFn&)>& each, uint32_t commit);
+  bool adopt(const std::function<void(const PageFn&)>& each, uint32_t commit);
   Writer& out_;
   PageState* state_;
   EncodeOptions opt_;
