@@ -1,12 +1,16 @@
 // PageState: the ring of journal records survives a torn write and lost page writes.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include <memory>
+
+#include "ltx/error.h"
 #include "ltx/state.h"
 
 namespace {
@@ -27,7 +31,9 @@ ltx::Position pos(uint64_t txid) {
   p.txid = txid;
   p.checksum = 0x8000000000000000ull | txid;
   p.page_size = 4096;
-  p.commit = 3;
+  // No page within Commit: these records' values are not page checksums,
+  // and the pages within Commit must hold real ones (see the tests below).
+  p.commit = 0;
   return p;
 }
 
@@ -143,4 +149,80 @@ TEST(PageState, RecordsBeforeAGapAreNotReplayed) {
   EXPECT_EQ(st.position().txid, 30u);
   EXPECT_EQ(st.get(5), 300u);
   EXPECT_EQ(st.get(6), 100u);
+}
+
+// A real position over real page checksums: the fold of pages 1..Commit.
+namespace {
+ltx::Position folded(uint64_t txid, const V& pages, uint32_t commit) {
+  ltx::Position p;
+  p.txid = txid;
+  p.page_size = 4096;
+  p.commit = commit;
+  p.checksum = 0x8000000000000000ull;
+  for (const auto& e : pages) p.checksum = 0x8000000000000000ull | (p.checksum ^ e.second);
+  return p;
+}
+constexpr uint64_t F = 0x8000000000000000ull;
+}  // namespace
+
+TEST(PageState, CheckFindsTruncatedAndChangedPages) {
+  TmpDir d;
+  const V pages{{1, F | 11}, {2, F | 12}, {3, F | 13}};
+  {
+    ltx::PageState st(d.path);
+    st.commit(folded(1, pages, 3), pages);
+    EXPECT_EQ(st.check(), "");
+  }
+  {
+    ltx::PageState st(d.path);
+    EXPECT_EQ(st.check(), "");
+  }
+  // Truncated under a running process: the next use of a page says so.
+  ltx::PageState st(d.path);
+  ASSERT_EQ(::truncate((d.path + "/pages").c_str(), 8), 0);
+  EXPECT_EQ(st.get(1), F | 11);
+  try {
+    st.get(2);
+    FAIL() << "no throw";
+  } catch (const ltx::Error& e) {
+    EXPECT_EQ(e.kind(), ltx::Kind::Integrity);
+    EXPECT_EQ(std::string(e.what()), "state " + d.path + ": damaged: page 2 of 3 has no checksum in " + d.path + "/pages");
+  }
+  EXPECT_EQ(st.check(), "page 2 of 3 has no checksum in " + d.path + "/pages");
+  // A changed value: the fold no longer matches.
+  int fd = ::open((d.path + "/pages").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  uint8_t b[16] = {0x80, 0, 0, 0, 0, 0, 0, 12, 0x80, 0, 0, 0, 0, 0, 0, 14};
+  ASSERT_EQ(::pwrite(fd, b, 16, 8), 16);
+  ::close(fd);
+  EXPECT_NE(st.check().find("fold to 8000000000000009, not to the checksum 800000000000000a of TXID"), std::string::npos)
+      << st.check();
+  // Reset: a fresh state that checks out and takes a new first record.
+  st.reset();
+  EXPECT_FALSE(st.initialized());
+  EXPECT_EQ(st.check(), "");
+  st.commit(folded(7, pages, 3), pages);
+  ltx::PageState again(d.path);
+  EXPECT_EQ(again.position().txid, 7u);
+  EXPECT_EQ(again.check(), "");
+}
+
+TEST(StateLock, OneHolderAtATime) {
+  TmpDir d;
+  const std::string path = d.path + "/lock";
+  auto a = std::make_unique<ltx::StateLock>(path);
+  try {
+    ltx::StateLock b(path);
+    FAIL() << "second lock taken";
+  } catch (const ltx::Error& e) {
+    EXPECT_EQ(e.kind(), ltx::Kind::Runtime);
+    EXPECT_EQ(std::string(e.what()), path + ": in use by pid " + std::to_string(::getpid()) +
+                                         " (one walsync watch, wal-tail --ack or ltx-encode --state at a time)");
+  }
+  // Removed under the holder: renew takes a new one, which still excludes.
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  a->renew();
+  EXPECT_THROW(ltx::StateLock c(path), ltx::Error);
+  a.reset();
+  ltx::StateLock c(path);  // released with its holder
 }
