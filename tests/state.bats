@@ -47,10 +47,10 @@ stop_watch() {
 # latest REPDIR: the highest MaxTXID of the level-0 files (hex).
 latest() { ls "$1/ltx/0" | sed 's/.*-\(.*\)\.ltx/\1/' | sort | tail -1; }
 
-# caught_up DB URL: wait (up to 30 s) until the replica restores to DB.
+# caught_up DB URL: wait (up to 90 s: a busy machine) until the replica restores to DB.
 caught_up() {
   local i
-  for i in $(seq 1 60); do
+  for i in $(seq 1 180); do
     rm -f "$T/cu.db"
     if s3-get "$2" 2>/dev/null | ltx-apply "$T/cu.db" 2>/dev/null &&
       [ "$(sqlite3 "$1" .sha3sum)" = "$(sqlite3 "$T/cu.db" .sha3sum)" ]; then
