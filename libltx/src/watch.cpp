@@ -194,6 +194,18 @@ void run_tail(Db& d, const Options& o, tail::Options to, Fd out) {
   d.tail_done = true;
 }
 
+// The encoder's state no longer checks out: its directory is gone, or its
+// pages no longer fold to its position (PageState::check).
+bool state_gone_or_damaged(const PageState& state, const std::string& dir) {
+  struct stat st;
+  if (::stat((dir + "/pages").c_str(), &st) != 0) return true;
+  try {
+    return !state.check().empty();
+  } catch (const std::exception&) {
+    return true;
+  }
+}
+
 void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack, const Position& adopt, Fd in,
                  Fd out) {
   try {
@@ -222,7 +234,12 @@ void run_encoder(Db& d, std::unique_ptr<PageState> state, const std::string& ack
       tap.flush();
     }
   } catch (const std::exception& e) {
-    d.fail("ltx-encode", e);
+    // A state damaged or removed under us ("state DIR: damaged: ..." is an
+    // integrity error, hence permanent) is what the next run cures: it
+    // checks the state and rebuilds it. So it is transient here; any other
+    // failure keeps its kind (a real one comes back on the rebuilt state).
+    if (state_gone_or_damaged(*state, d.cfg.state_dir)) d.fail("ltx-encode", e.what());
+    else d.fail("ltx-encode", e);
   }
   Fd a(std::move(in)), b(std::move(out));
 }
