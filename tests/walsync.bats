@@ -179,6 +179,81 @@ three_databases() {
   assert_success
 }
 
+# billed KIND: the proxy log's requests of KIND as S3 bills them (put: PUT,
+# POST of multipart uploads; get: GET and HEAD of objects; list: GET of a
+# listing; delete: DELETE, POST ?delete).
+billed() {
+  awk -v k="$1" '{ m = $1; p = $2
+    if (m == "GET" && p ~ /[?&](list-type|uploads)([=&]|$)/) c = "list"
+    else if (m == "GET" || m == "HEAD") c = "get"
+    else if (m == "DELETE" || (m == "POST" && p ~ /[?&]delete([=&]|$)/)) c = "delete"
+    else c = "put"
+    if (c == k) n++ } END { print n + 0 }' "$PROXY_LOG"
+}
+# requests KIND DB FILE: walsync's own count of KIND from the metrics file.
+requests() { sed -n "s/^walsync_requests_total{db=\"$2\",kind=\"$1\"} //p" "$3"; }
+
+@test "walsync watch: status and metrics count the requests the server saw, by kind; an idle watch sends none" {
+  require_s3
+  cd "$T"
+  mkdb app.db
+  start_proxy
+  local url; url=$(s3_url base)
+  walsync watch app.db -b "$url" --endpoint "$PROXY" --sync-interval 0 \
+    --metrics-file m.prom --metrics-interval 100ms 2>watch.log &
+  local pid=$!
+  wait_log "app: started at" watch.log
+  writer app.db 20 0.05
+  caught_up "$url" app app.db  # restores straight from the server, not through the proxy
+  # idle: the counts and the proxy's log stand still
+  local before; before=$(wc -l < "$PROXY_LOG")
+  cp m.prom idle0.prom
+  sleep 3
+  [ "$(wc -l < "$PROXY_LOG")" = "$before" ] || fail "an idle watch sent: $(tail -n +$((before + 1)) "$PROXY_LOG")"
+  local k
+  for k in put get list delete; do [ "$(requests $k app m.prom)" = "$(requests $k app idle0.prom)" ]; done
+  stop_watch "$pid" 10
+  stop_proxy
+  cat "$PROXY_LOG" >&2
+  # 20 commits with --sync-interval 0: at least 20 PUTs, each one the server saw
+  [ "$(requests put app m.prom)" -ge 20 ]
+  for k in put get list delete; do
+    [ "$(requests $k app m.prom)" = "$(billed $k)" ] || fail "$k: walsync counted $(requests $k app m.prom), the server saw $(billed $k)"
+  done
+  [ "$(requests list app m.prom)" -ge 1 ]  # the start's check of the replica
+  run walsync status --metrics-file m.prom
+  assert_success
+  assert_line --index 0 --regexp '^NAME +TXID +LAG +LAST-SUCCESS +ERRORS +PUT +GET +LIST +DELETE +STATE *$'
+  assert_line --index 1 --regexp "^app +[0-9a-f]{16} +0\.0s +[-0-9T:.Z]+ +0 +$(requests put app m.prom) +$(requests get app m.prom) +$(requests list app m.prom) +0 +down *$"
+}
+
+@test "walsync watch: a lone commit after 5 s of quiet is stored at once, whatever the interval; the next waits for it" {
+  cd "$T"
+  mkdb app.db
+  writer app.db 3 0
+  walsync watch app.db -b "file://$T/rep" 2>w1.log & local pid=$!
+  caught_up "file://$T/rep" app app.db
+  stop_watch "$pid" 10
+  walsync watch app.db -b "file://$T/rep" --sync-interval 1h --metrics-file m.prom --metrics-interval 100ms \
+    2>w2.log & pid=$!
+  wait_log "app: started at" w2.log
+  local n0; n0=$(ls rep/app/ltx/0 | wc -l)
+  sleep 5
+  writer app.db 1 0 100
+  caught_up "file://$T/rep" app app.db  # within 60 s: not the hour
+  [ "$(ls rep/app/ltx/0 | wc -l)" = $((n0 + 1)) ]
+  wait_log 'walsync_requests_total{db="app",kind="put"} 1$' m.prom
+  # a commit within the interval waits for its end (or the drain)
+  writer app.db 1 0 200
+  sleep 2
+  [ "$(ls rep/app/ltx/0 | wc -l)" = $((n0 + 1)) ]
+  [ "$(requests put app m.prom)" = 1 ]
+  stop_watch "$pid" 10
+  [ "$(requests put app m.prom)" = 2 ]
+  walsync restore app -b "file://$T/rep" -o r.db
+  same app.db r.db
+}
+
 @test "walsync watch: SIGTERM while idle exits 0 at once; SIGINT too" {
   cd "$T"
   mkdb app.db

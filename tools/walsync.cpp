@@ -491,11 +491,15 @@ int status(Common& c, const std::string& metrics_file) {
   std::stringstream ss;
   ss << in.rdbuf();
   auto ms = ltx::watch::parse_metrics(ss.str());
-  std::printf("%-20s %-16s %9s %-20s %6s %-6s\n", "NAME", "TXID", "LAG", "LAST-SUCCESS", "ERRORS", "STATE");
+  std::printf("%-20s %-16s %9s %-20s %6s %8s %8s %8s %8s %-6s\n", "NAME", "TXID", "LAG", "LAST-SUCCESS", "ERRORS",
+              "PUT", "GET", "LIST", "DELETE", "STATE");
   for (const auto& m : ms)
-    std::printf("%-20s %-16s %8.1fs %-20s %6llu %-6s\n", m.name.c_str(), ltx::hex16(m.txid).c_str(), m.lag_s,
+    std::printf("%-20s %-16s %8.1fs %-20s %6llu %8llu %8llu %8llu %8llu %-6s\n", m.name.c_str(),
+                ltx::hex16(m.txid).c_str(), m.lag_s,
                 m.last_success_ms ? ltx::format_timestamp(m.last_success_ms / 1000 * 1000).c_str() : "-",
-                (unsigned long long)m.errors, m.failed ? "failed" : m.up ? "up" : "down");
+                (unsigned long long)m.errors, (unsigned long long)m.requests[0], (unsigned long long)m.requests[1],
+                (unsigned long long)m.requests[2], (unsigned long long)m.requests[3],
+                m.failed ? "failed" : m.up ? "up" : "down");
   return cli::kOk;
 }
 

@@ -19,11 +19,6 @@
 
 namespace ltx {
 
-std::string CountingStore::summary() const {
-  return std::to_string(lists) + " LIST, " + std::to_string(gets) + " GET, " + std::to_string(puts) + " PUT, " +
-         std::to_string(heads) + " HEAD, " + std::to_string(removes) + " DELETE";
-}
-
 size_t ObjectReader::read(void* buf, size_t n) {
   if (pos_ == buf_.size()) {
     if (!sized_) size_ = s_.payload_size(key_, size_), sized_ = true;

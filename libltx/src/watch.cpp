@@ -129,6 +129,7 @@ struct Db {
   int failures = 0;
   std::atomic<uint64_t> txid{0}, bytes{0}, files{0}, errors{0}, restarts{0};
   std::atomic<int64_t> last_success_ms{0};
+  RequestCounts requests;              // of every run's store
   LagTracker lag;
   std::unique_ptr<StateLock> state_lock, ack_lock;  // held for the whole watch
 
@@ -251,7 +252,8 @@ void run_pipeline(Db& d, const Options& o) {
   Fd up_in;
   try {
     Location loc = parse_url(d.cfg.url);
-    std::unique_ptr<Store> store = open_store(loc, o.s3);
+    std::unique_ptr<Store> raw = open_store(loc, o.s3);
+    auto store = std::make_unique<CountingStore>(*raw, &d.requests);
     mkdirs(d.cfg.state_dir);
     const std::string ack = d.cfg.state_dir + "/ack";
     d.state_lock->renew();  // the directory may have been removed under us
@@ -382,6 +384,10 @@ void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
     x.last_success_ms = d->last_success_ms;
     x.up = d->running && !d->stop;
     x.failed = d->failed;
+    x.requests[0] = d->requests.put;
+    x.requests[1] = d->requests.get;
+    x.requests[2] = d->requests.list;
+    x.requests[3] = d->requests.del;
     m.push_back(x);
   }
   try {
@@ -439,6 +445,12 @@ std::string format_metrics(const std::vector<Metrics>& m) {
       s << v << '\n';
     }
   }
+  s << "# HELP walsync_requests_total Object store requests by kind (get includes HEAD; a LIST per 1000 keys).\n"
+       "# TYPE walsync_requests_total counter\n";
+  for (const auto& x : m)
+    for (int k = 0; k < 4; k++)
+      s << "walsync_requests_total{db=\"" << escape_label(x.name) << "\",kind=\"" << kRequestKinds[k] << "\"} "
+        << (unsigned long long)x.requests[k] << '\n';
   return s.str();
 }
 
@@ -450,15 +462,19 @@ std::vector<Metrics> parse_metrics(const std::string& text) {
     if (line.empty() || line[0] == '#') continue;
     size_t b = line.find("{db=\""), e = line.rfind("\"} ");
     if (b == std::string::npos || e == std::string::npos || e < b + 5) continue;
-    std::string metric = line.substr(0, b), name;
-    for (size_t i = b + 5; i < e; i++) {
+    std::string metric = line.substr(0, b), name, kind;
+    size_t i = b + 5;
+    for (; i < e; i++) {
       if (line[i] == '\\' && i + 1 < e) {
         i++;
         name += line[i] == 'n' ? '\n' : line[i];
+      } else if (line[i] == '"') {
+        break;  // the db label ends and another follows
       } else {
         name += line[i];
       }
     }
+    if (i < e && line.compare(i, 8, "\",kind=\"") == 0) kind = line.substr(i + 8, e - i - 8);
     std::string v = line.substr(e + 3);
     Metrics* x = nullptr;
     for (auto& m : out)
@@ -478,6 +494,9 @@ std::vector<Metrics> parse_metrics(const std::string& text) {
     else if (metric == "walsync_last_success_timestamp_seconds") x->last_success_ms = int64_t(d * 1000);
     else if (metric == "walsync_up") x->up = d != 0;
     else if (metric == "walsync_failed") x->failed = d != 0;
+    else if (metric == "walsync_requests_total")
+      for (int k = 0; k < 4; k++)
+        if (kind == kRequestKinds[k]) x->requests[k] = std::strtoull(v.c_str(), nullptr, 10);
   }
   return out;
 }

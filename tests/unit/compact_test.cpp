@@ -1,5 +1,6 @@
 // Unit tests for compact.h: durations, object reads in ranges, and the
-// retention planner on an in-memory replica.
+// retention planner on an in-memory replica; request counting (store.h)
+// and its metrics (watch.h).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -8,6 +9,7 @@
 #include "ltx/compact.h"
 #include "ltx/error.h"
 #include "ltx/ltx.h"
+#include "ltx/watch.h"
 
 namespace {
 
@@ -82,6 +84,65 @@ TEST(ObjectReader, ReadsInRanges) {
   EXPECT_EQ(c.gets, 4u);  // 30000 x 3 + 10000
   ltx::ObjectReader shortread(m, "k", body.size() + 5, 1u << 20);
   EXPECT_THROW(shortread.read(b, sizeof b), ltx::Error);
+}
+
+// Every kind counted where S3 bills it, into the store's own fields and a
+// shared sink (two stores of one database add up).
+TEST(CountingStore, KindsPagesAndSharedSink) {
+  MemStore m;
+  ltx::RequestCounts sink;
+  ltx::CountingStore a(m, &sink), b(m, &sink);
+  std::string body = "abc";
+  ltx::MemReader r(body.data(), body.size());
+  a.put("x/0", r, {});
+  ltx::StringWriter w;
+  a.get("x/0", w);
+  a.get_tail("x/0", 1);
+  a.head("x/0", nullptr);
+  a.list("x/");
+  for (int i = 1; i <= 2500; i++) {
+    ltx::MemReader e(body.data(), 0);
+    m.put("y/" + std::to_string(i), e, {});
+  }
+  b.list("y/");           // 2500 keys: 3 pages
+  b.list("nothing/");     // an empty page is a request all the same
+  std::vector<std::string> keys;
+  for (int i = 1; i <= 1001; i++) keys.push_back("y/" + std::to_string(i));
+  b.remove(keys);         // 2 batches
+  b.remove({});           // nothing sent
+  EXPECT_EQ(a.summary(), "1 LIST, 2 GET, 1 PUT, 1 HEAD, 0 DELETE");
+  EXPECT_EQ(b.summary(), "4 LIST, 0 GET, 0 PUT, 0 HEAD, 2 DELETE");
+  EXPECT_EQ(sink.put, 1u);
+  EXPECT_EQ(sink.get, 3u);  // HEAD is billed as a GET
+  EXPECT_EQ(sink.list, 5u);
+  EXPECT_EQ(sink.del, 2u);
+}
+
+// The metrics text round-trips, request counts (a second label) included,
+// also for a name that needs escaping.
+TEST(Metrics, RequestsRoundTrip) {
+  ltx::watch::Metrics a, b;
+  a.name = "app";
+  a.txid = 42;
+  a.files = 7;
+  a.requests[0] = 7, a.requests[1] = 2, a.requests[2] = 1, a.requests[3] = 0;
+  b.name = "we\"ird\\";
+  b.requests[0] = 18446744073709551615ull, b.requests[3] = 5;
+  std::string text = ltx::watch::format_metrics({a, b});
+  EXPECT_NE(text.find("walsync_requests_total{db=\"app\",kind=\"put\"} 7\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("walsync_requests_total{db=\"we\\\"ird\\\\\",kind=\"delete\"} 5\n"), std::string::npos) << text;
+  auto got = ltx::watch::parse_metrics(text);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].name, "app");
+  EXPECT_EQ(got[0].txid, 42u);
+  EXPECT_EQ(got[0].files, 7u);
+  EXPECT_EQ(got[0].requests[0], 7u);
+  EXPECT_EQ(got[0].requests[1], 2u);
+  EXPECT_EQ(got[0].requests[2], 1u);
+  EXPECT_EQ(got[0].requests[3], 0u);
+  EXPECT_EQ(got[1].name, b.name);
+  EXPECT_EQ(got[1].requests[0], 18446744073709551615ull);
+  EXPECT_EQ(got[1].requests[3], 5u);
 }
 
 // A header-only LTX object: enough for plan_retention (names, times).

@@ -33,44 +33,6 @@
 
 namespace ltx {
 
-// A Store that forwards to another and counts the calls it makes.
-class CountingStore : public Store {
- public:
-  explicit CountingStore(Store& s) : s_(s) {}
-  void put(const std::string& key, Reader& body, const Metadata& meta = {}) override {
-    puts++;
-    s_.put(key, body, meta);
-  }
-  uint64_t get(const std::string& key, Writer& out, uint64_t offset = 0, int64_t length = -1) override {
-    gets++;
-    return s_.get(key, out, offset, length);
-  }
-  std::string get_tail(const std::string& key, size_t n) override {
-    gets++;
-    return s_.get_tail(key, n);
-  }
-  std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after = "") override {
-    lists++;
-    return s_.list(prefix, start_after);
-  }
-  bool head(const std::string& key, ObjectInfo* info) override {
-    heads++;
-    return s_.head(key, info);
-  }
-  bool sealed() const override { return s_.sealed(); }
-  uint64_t payload_size(const std::string& key, uint64_t listed) override { return s_.payload_size(key, listed); }
-  void remove(const std::vector<std::string>& keys) override {
-    removes += (keys.size() + 999) / 1000;
-    s_.remove(keys);
-  }
-  // "1 LIST, 3 GET, 1 PUT, 0 HEAD, 0 DELETE" (S3 batches of 1000 keys).
-  std::string summary() const;
-  uint64_t lists = 0, gets = 0, puts = 0, heads = 0, removes = 0;
-
- private:
-  Store& s_;
-};
-
 // A Reader over one stored object, fetched in ranged GETs of `chunk` bytes
 // (one GET for objects up to chunk): memory is one chunk, not the object.
 class ObjectReader : public Reader {

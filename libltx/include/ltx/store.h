@@ -9,6 +9,7 @@
 // network, auth and remote errors), with the S3 error Code and Message:
 // "put app/0000/...ltx: SignatureDoesNotMatch: The request signature ...".
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -75,6 +76,75 @@ class Store {
   }
   // Deletes keys (missing keys are not an error); S3 batches <= 1000 a request.
   virtual void remove(const std::vector<std::string>& keys) = 0;
+};
+
+// Requests by the kinds S3 bills (GET includes HEAD), summed over the
+// CountingStores that share it: atomic, as a metrics thread reads while
+// uploads count.
+struct RequestCounts {
+  std::atomic<uint64_t> put{0}, get{0}, list{0}, del{0};
+};
+
+// A Store that forwards to another and counts its requests: one per call,
+// except that a listing counts one LIST per page of 1000 keys and a delete
+// one DELETE per batch of 1000 keys. A multipart upload counts as one PUT
+// (it is two requests more than its parts), retries are not counted. The one
+// place where requests are counted (s3-compact, s3-retain, walsync watch).
+class CountingStore : public Store {
+ public:
+  // sink, if given, also receives every count (it must outlive this store).
+  explicit CountingStore(Store& s, RequestCounts* sink = nullptr) : s_(s), sink_(sink) {}
+  void put(const std::string& key, Reader& body, const Metadata& meta = {}) override {
+    count(puts, &RequestCounts::put);
+    s_.put(key, body, meta);
+  }
+  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta = {}) override {
+    count(puts, &RequestCounts::put);
+    s_.put_file(key, fd, size, meta);
+  }
+  uint64_t get(const std::string& key, Writer& out, uint64_t offset = 0, int64_t length = -1) override {
+    count(gets, &RequestCounts::get);
+    return s_.get(key, out, offset, length);
+  }
+  std::string get_tail(const std::string& key, size_t n) override {
+    count(gets, &RequestCounts::get);
+    return s_.get_tail(key, n);
+  }
+  std::vector<ObjectInfo> list(const std::string& prefix, const std::string& start_after = "") override {
+    auto r = s_.list(prefix, start_after);
+    count(lists, &RequestCounts::list, pages(r.size()));
+    return r;
+  }
+  std::vector<Upload> list_uploads(const std::string& prefix) override {
+    auto r = s_.list_uploads(prefix);
+    count(lists, &RequestCounts::list, pages(r.size()));
+    return r;
+  }
+  bool head(const std::string& key, ObjectInfo* info) override {
+    count(heads, &RequestCounts::get);
+    return s_.head(key, info);
+  }
+  bool sealed() const override { return s_.sealed(); }
+  uint64_t payload_size(const std::string& key, uint64_t listed) override { return s_.payload_size(key, listed); }
+  void remove(const std::vector<std::string>& keys) override {
+    count(removes, &RequestCounts::del, (keys.size() + 999) / 1000);
+    s_.remove(keys);
+  }
+  // "1 LIST, 3 GET, 1 PUT, 0 HEAD, 0 DELETE".
+  std::string summary() const {
+    return std::to_string(lists) + " LIST, " + std::to_string(gets) + " GET, " + std::to_string(puts) + " PUT, " +
+           std::to_string(heads) + " HEAD, " + std::to_string(removes) + " DELETE";
+  }
+  uint64_t lists = 0, gets = 0, puts = 0, heads = 0, removes = 0;
+
+ private:
+  static uint64_t pages(size_t n) { return n == 0 ? 1 : (uint64_t(n) + 999) / 1000; }
+  void count(uint64_t& mine, std::atomic<uint64_t> RequestCounts::*kind, uint64_t n = 1) {
+    mine += n;
+    if (sink_) (sink_->*kind) += n;
+  }
+  Store& s_;
+  RequestCounts* sink_;
 };
 
 struct S3Config {

@@ -71,7 +71,11 @@ struct Metrics {
   int64_t last_success_ms = 0;    // last stored file (0: none yet)
   bool up = false;
   bool failed = false;            // stopped for good (a permanent failure)
+  // Object store requests of every run (CountingStore), by kRequestKinds.
+  uint64_t requests[4] = {0, 0, 0, 0};
 };
+// The kinds of Metrics::requests, as the label kind="..." names them.
+constexpr const char* kRequestKinds[4] = {"put", "get", "list", "delete"};
 std::string format_metrics(const std::vector<Metrics>& m);
 // Parses format_metrics() output (unknown lines are ignored).
 std::vector<Metrics> parse_metrics(const std::string& text);
