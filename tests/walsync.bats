@@ -180,11 +180,11 @@ three_databases() {
 }
 
 # billed KIND: the proxy log's requests of KIND as S3 bills them (put: PUT,
-# POST of multipart uploads; get: GET and HEAD of objects; list: GET of a
-# listing; delete: DELETE, POST ?delete).
+# POST of multipart uploads; get: GET and HEAD of objects; list: GET of the
+# bucket itself; delete: DELETE, POST ?delete), as bench/cost counts them.
 billed() {
   awk -v k="$1" '{ m = $1; p = $2
-    if (m == "GET" && p ~ /[?&](list-type|uploads)([=&]|$)/) c = "list"
+    if (m == "GET" && p ~ /^\/[^\/?]+\/?(\?|$)/) c = "list"
     else if (m == "GET" || m == "HEAD") c = "get"
     else if (m == "DELETE" || (m == "POST" && p ~ /[?&]delete([=&]|$)/)) c = "delete"
     else c = "put"
