@@ -80,6 +80,15 @@ size_t BufReader::peek(const uint8_t** p, size_t n) {
   return std::min(n, end_ - pos_);
 }
 
+size_t RegionReader::read(void* buf, size_t n) {
+  size_t want = size_t(std::min<uint64_t>(n, end_ - off_));
+  if (want == 0) return 0;
+  size_t k = pread_full(fd_, buf, want, off_);
+  if (k == 0) fail_runtime("pread: file ends at " + std::to_string(off_) + ", before " + std::to_string(end_));
+  off_ += k;
+  return k;
+}
+
 size_t MemReader::read(void* buf, size_t n) {
   size_t k = std::min(n, n_ - off_);
   std::memcpy(buf, p_ + off_, k);

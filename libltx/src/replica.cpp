@@ -396,31 +396,13 @@ void Spool::write(const void* p, size_t n) {
   size_ += n;
 }
 
-namespace {
-class SpoolReader : public Reader {
- public:
-  SpoolReader(const std::string* mem, int fd, uint64_t off, uint64_t end) : mem_(mem), fd_(fd), size_(end), off_(off) {}
-  size_t read(void* buf, size_t n) override {
-    size_t k = size_t(std::min<uint64_t>(n, size_ - off_));
-    if (k == 0) return 0;
-    if (mem_) std::memcpy(buf, mem_->data() + off_, k);
-    else if (pread_full(fd_, buf, k, off_) != k) fail_runtime("spool: short read");
-    off_ += k;
-    return k;
-  }
-
- private:
-  const std::string* mem_;
-  int fd_;
-  uint64_t size_, off_;
-};
-}  // namespace
 
 std::unique_ptr<Reader> Spool::reader() { return reader(0, size_); }
 
 std::unique_ptr<Reader> Spool::reader(uint64_t off, uint64_t len) {
   if (off > size_ || len > size_ - off) fail_runtime("spool: range past the end");
-  return std::make_unique<SpoolReader>(fd_ < 0 ? &mem_ : nullptr, fd_, off, off + len);
+  if (fd_ < 0) return std::make_unique<MemReader>(mem_.data() + off, len);
+  return std::make_unique<RegionReader>(fd_, off, off + len);
 }
 
 }  // namespace ltx

@@ -50,16 +50,7 @@ class AgeStore : public Store {
       int fd;
       ~Closer() { ::close(fd); }
     } closer{t};
-    struct Region : Reader {
-      int fd;
-      uint64_t at = 0, size;
-      Region(int f, uint64_t n) : fd(f), size(n) {}
-      size_t read(void* buf, size_t n) override {
-        size_t k = pread_full(fd, buf, size_t(std::min<uint64_t>(n, size - at)), at);
-        at += k;
-        return k;
-      }
-    } plain(fd, size);
+    RegionReader plain(fd, 0, size);
     age::EncryptReader enc(plain, keys_->recipients);
     std::vector<uint8_t> buf(256 * 1024);
     uint64_t sealed = 0;

@@ -232,16 +232,7 @@ Location parse_url(const std::string& url) {
 
 // Default: a reader over the file region.
 void Store::put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) {
-  struct Region : Reader {
-    int fd;
-    uint64_t at = 0, size;
-    Region(int f, uint64_t n) : fd(f), size(n) {}
-    size_t read(void* buf, size_t n) override {
-      size_t k = pread_full(fd, buf, size_t(std::min<uint64_t>(n, size - at)), at);
-      at += k;
-      return k;
-    }
-  } r(fd, size);
+  RegionReader r(fd, 0, size);
   put(key, r, meta);
 }
 

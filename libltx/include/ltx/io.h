@@ -64,6 +64,19 @@ class BufReader : public Reader {
   size_t pos_ = 0, end_ = 0;
 };
 
+// Reads bytes [off, end) of a file with pread(2): the file offset is left
+// alone, so several readers may share one descriptor. A file shorter than
+// end is a runtime error (a file shortened under us).
+class RegionReader : public Reader {
+ public:
+  RegionReader(int fd, uint64_t off, uint64_t end) : fd_(fd), off_(off), end_(end) {}
+  size_t read(void* buf, size_t n) override;
+
+ private:
+  int fd_;
+  uint64_t off_, end_;
+};
+
 class MemReader : public Reader {
  public:
   MemReader(const void* p, size_t n) : p_(static_cast<const uint8_t*>(p)), n_(n) {}
