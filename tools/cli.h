@@ -49,6 +49,14 @@ inline uint64_t parse_size(const std::string& s) {
   return uint64_t(v) << shift;
 }
 
+// The directory for temporary files: the --tmpdir flag's value when given,
+// else $TMPDIR when set and not empty, else /tmp.
+inline std::string tmpdir(const std::string& flag = "") {
+  if (!flag.empty()) return flag;
+  const char* t = std::getenv("TMPDIR");
+  return t && *t ? t : "/tmp";
+}
+
 // "tool: message" on stderr, one line: control characters (a server's text,
 // a key) are printed escaped (ltx::printable).
 inline void error(const std::string& msg) {

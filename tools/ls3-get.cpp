@@ -51,9 +51,7 @@ int run(const Options& o) {
     out.flush();
     return cli::kOk;
   }
-  std::string tmp = o.tmpdir;
-  if (tmp.empty()) tmp = s3cli::env("TMPDIR");
-  if (tmp.empty()) tmp = "/tmp";
+  std::string tmp = cli::tmpdir(o.tmpdir);
   std::function<void(const std::string&)> log;
   if (o.s3.verbose) log = [](const std::string& m) { cli::error(m); };
   ltx::with_context(o.url, [&] { ltx::stream_ls3(*store, p, out, tmp, log); });

@@ -67,10 +67,7 @@ int main(int argc, char** argv) {
     if (!ack.empty() && ltx::resume_from_ack(*state, ack, &adopt) && verbose && !adopt.txid)
       std::fprintf(stderr, "ltx-encode: resuming at acknowledged TXID %s\n",
                    ltx::hex16(state->position().txid).c_str());
-    if (tmpdir.empty()) {
-      const char* t = std::getenv("TMPDIR");
-      tmpdir = !state_dir.empty() ? state_dir : (t && *t ? t : "/tmp");
-    }
+    tmpdir = cli::tmpdir(!tmpdir.empty() ? tmpdir : state_dir);
     ltx::FdWriter out(1);
     if (!db.empty()) {
       int fd = ::open(db.c_str(), O_RDONLY | O_CLOEXEC);

@@ -37,10 +37,7 @@ int main(int argc, char** argv) {
       cli::error("refusing to write LTX to a terminal (use -o FILE)");
       return cli::kUsage;
     }
-    if (tmpdir.empty()) {
-      const char* t = std::getenv("TMPDIR");
-      tmpdir = t && *t ? t : "/tmp";
-    }
+    tmpdir = cli::tmpdir(tmpdir);
     ltx::install_cleanup_handlers();
 
     // One fd, reader and buffer per input, all open at once.

@@ -38,8 +38,7 @@ int run(const Options& o) {
   co.now_ms = wall_ms();
   if (!o.now.empty() && !ltx::parse_timestamp(o.now, &co.now_ms))
     ltx::fail(ltx::Kind::Usage, "--now " + o.now + ": want RFC 3339, e.g. 2024-01-02T03:04:05Z");
-  if (!o.tmpdir.empty()) co.spool_dir = o.tmpdir;
-  else if (const char* t = std::getenv("TMPDIR"); t && *t) co.spool_dir = t;
+  co.spool_dir = cli::tmpdir(o.tmpdir);
   if (o.s3.verbose) co.log = [](const std::string& m) { cli::error(m); };
   ltx::S3Config cfg = s3cli::config(o.s3, loc);
   auto store = ltx::open_store(loc, cfg);

@@ -46,8 +46,7 @@ int put_stream(const Options& o, const ltx::Location& loc, ltx::Store& store) {
   ltx::UploadOptions u;
   u.level = o.level;
   u.ack = o.ack;
-  const char* tmp = std::getenv("TMPDIR");
-  u.tmpdir = tmp && *tmp ? tmp : "/tmp";
+  u.tmpdir = cli::tmpdir();
   u.sync_interval_ms = cli::duration_ms("--sync-interval", o.sync_interval, 0, 3600000);
   if (o.s3.verbose)
     u.on_file = [](const ltx::UploadedObject& x) {

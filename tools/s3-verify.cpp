@@ -25,11 +25,7 @@ int run(const Options& o) {
   ltx::Replica rep(*store, loc);
   ltx::VerifyOptions vo;
   vo.replay = !o.shallow;
-  vo.tmpdir = o.tmpdir;
-  if (vo.tmpdir.empty()) {
-    const char* t = std::getenv("TMPDIR");
-    vo.tmpdir = t && *t ? t : "/tmp";
-  }
+  vo.tmpdir = cli::tmpdir(o.tmpdir);
   if (o.s3.verbose) vo.on_replay = [](const ltx::ReplicaFile& f) { cli::error("replay " + f.name()); };
   ltx::ReplicaReport r = ltx::with_context(o.url, [&] {
     return ltx::verify_replica(

@@ -214,8 +214,7 @@ inline ltx::S3Config config(const Flags& f, const ltx::Location& loc) {
     if (c.part_size < (5u << 20)) ltx::fail(ltx::Kind::Usage, "--part-size " + f.part_size + ": want at least 5M");
   }
   c.age = age_keys(f);
-  c.tmpdir = env("TMPDIR");
-  if (c.tmpdir.empty()) c.tmpdir = "/tmp";
+  c.tmpdir = cli::tmpdir();
   if (f.verbose) c.log = [](const std::string& m) { cli::error(m); };
   // Tools holding sockets ignore SIGPIPE (curl uses CURLOPT_NOSIGNAL).
   ::signal(SIGPIPE, SIG_IGN);

@@ -442,7 +442,7 @@ int snapshot(Common& c, Snapshot& s) {
   if (files.empty()) ltx::fail_runtime(url + ": empty replica (run walsync watch first)");
   auto plan = ltx::plan_restore(rep, files, {});
   int64_t ts = rep.header(plan.files.back()).timestamp;
-  std::string dir = s.tmpdir.empty() ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") : s.tmpdir;
+  std::string dir = cli::tmpdir(s.tmpdir);
   std::string tmpl = dir + "/walsync-snapshot-XXXXXX";
   if (!::mkdtemp(&tmpl[0])) ltx::fail_errno("mkdtemp in " + dir);
   std::string txid = ltx::hex16(plan.txid), tmpdb = tmpl + "/db";
