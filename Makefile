@@ -31,10 +31,17 @@ TOOLS    := $(TOOL_SRC:tools/%.cpp=$(BUILD)/bin/%)
 SCRIPTS  := $(wildcard tools/*.sh)
 UNIT_SRC := $(wildcard tests/unit/*.cpp)
 MANPAGES := $(wildcard man/*.[1-8])
+# The SQLite extension (man/walsync_vfs.7): libltx once more as position-
+# independent code with hidden symbols, so the shared object exports its
+# entry point alone and --gc-sections drops what the VFS does not reach.
+VFS_SO   := $(BUILD)/lib/walsync_vfs.so
+PIC_OBJ  := $(LIB_SRC:libltx/src/%.cpp=$(BUILD)/pic/libltx/%.o)
+PICFLAGS := -fPIC -fvisibility=hidden -fvisibility-inlines-hidden -ffunction-sections -fdata-sections
+LIBDIR   ?= $(PREFIX)/lib
 
 .PHONY: all check unit bats install install-debug uninstall asan lint-man fuzz bench deps clean help demo chaos torture live-soak
 
-all: $(TOOLS) $(BUILD)/bin/unit-tests
+all: $(TOOLS) $(BUILD)/bin/unit-tests $(VFS_SO)
 
 help:
 	@echo "targets: all check install install-debug uninstall asan lint-man fuzz bench deps demo torture chaos live-soak clean"
@@ -42,8 +49,8 @@ help:
 # Header dependencies as the compiler saw them (-MMD): a header change
 # rebuilds only what includes it. Anything built without its .d file yet
 # depends on every header.
--include $(wildcard $(BUILD)/obj/libltx/*.d $(BUILD)/dep/*.d)
-$(foreach o,$(LIB_OBJ),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): $(wildcard libltx/include/ltx/*.h))))
+-include $(wildcard $(BUILD)/obj/libltx/*.d $(BUILD)/pic/libltx/*.d $(BUILD)/dep/*.d)
+$(foreach o,$(LIB_OBJ) $(PIC_OBJ),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): $(wildcard libltx/include/ltx/*.h))))
 $(foreach t,$(TOOLS),$(if $(wildcard $(BUILD)/dep/$(notdir $(t)).d),,$(eval $(t): $(wildcard libltx/include/ltx/*.h tools/*.h))))
 
 $(BUILD)/obj/libltx/%.o: libltx/src/%.cpp
@@ -54,6 +61,22 @@ $(BUILD)/obj/libltx/%.o: libltx/src/%.cpp
 $(BUILD)/libltx.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/pic/libltx/%.o: libltx/src/%.cpp
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CXX     $@")
+	$(Q)$(CXX) $(ALLFLAGS) $(PICFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libltx-pic.a: $(PIC_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(VFS_SO): vfs/walsync_vfs.cpp vfs/walsync_vfs.map $(BUILD)/libltx-pic.a
+	@mkdir -p $(@D) $(BUILD)/dep
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CXX) $(ALLFLAGS) $(PICFLAGS) -shared -MMD -MP -MF $(BUILD)/dep/walsync_vfs.d -MT $@ -Itools -o $@ $< \
+	  $(BUILD)/libltx-pic.a -Wl,--version-script=vfs/walsync_vfs.map -Wl,--gc-sections -Wl,--no-undefined \
+	  -Wl,--as-needed $(DEPLIBS) $(LDFLAGS)
 
 $(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a
 	@mkdir -p $(@D) $(BUILD)/dep

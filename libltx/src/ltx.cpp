@@ -286,6 +286,21 @@ bool Decoder::next_page(uint32_t* pgno_out, uint8_t* page) {
   });
 }
 
+void Decoder::decode_frame_at(const Header& h, uint64_t offset, uint32_t pgno, uint8_t* page) {
+  if (pgno == 0) fail(Kind::Usage, "page number required");
+  hdr_ = h;
+  cbuf_.resize(size_t(LZ4_compressBound(int(hdr_.page_size))));
+  state_ = State::Pages;
+  off_ = offset;
+  last_pgno_ = pgno - 1;  // next_page's order and contiguity checks then pass for pgno alone
+  npages_ = 0;
+  with_context("page " + u(pgno) + " at offset " + u(offset), [&] {
+    uint32_t got = 0;
+    if (!next_page(&got, page)) fail_integrity("the end marker, where the page index names a frame");
+    if (got != pgno) fail_integrity("the frame holds page " + u(got));
+  });
+}
+
 // A legacy page: one LZ4 frame with no length prefix. LZ4F tells how many
 // bytes it wants next, so we read exactly the frame and nothing beyond it.
 void Decoder::decode_legacy_frame(uint8_t* page) {

@@ -96,6 +96,11 @@ class Decoder {
   uint64_t frame_offset() const { return frame_off_; }
   uint64_t frame_size() const { return frame_size_; }
   bool frame_legacy() const { return frame_legacy_; }
+  // Random access (a ranged read of one frame the page index names): with
+  // h, the file's header already read, decodes the frame at byte `offset`
+  // of the file from r with every check next_page makes, and throws
+  // Integrity unless it holds page pgno. Usable again for the next frame.
+  void decode_frame_at(const Header& h, uint64_t offset, uint32_t pgno, uint8_t* page);
 
  private:
   void read(void* p, size_t n);
