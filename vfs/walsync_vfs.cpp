@@ -183,11 +183,11 @@ ltx::ViewOptions options(const char* name) {
     o.poll_ms = ltx::parse_duration_ms(poll);
     if (o.poll_ms < 0 || o.poll_ms > 86400000) ltx::fail(ltx::Kind::Usage, "poll=" + poll + ": want a duration up to 1d (500ms, 2s)");
   }
-  std::string cache = param(name, "cache");
+  std::string cache = param(name, "cachesize");  // SQLite owns "cache" (shared, private)
   if (!cache.empty()) {
     uint64_t c = cli::parse_size(cache);
     if (c < (64u << 10) || c > (uint64_t(1) << 40))
-      ltx::fail(ltx::Kind::Usage, "cache=" + cache + ": want a size from 64K to 1T (8M, 1G)");
+      ltx::fail(ltx::Kind::Usage, "cachesize=" + cache + ": want a size from 64K to 1T (8M, 1G)");
     o.cache_bytes = size_t(c);
   }
   std::string verify = param(name, "verify");
@@ -323,11 +323,11 @@ void fn_stats(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
   std::snprintf(b, sizeof b,
                 "{\"txid\":%llu,\"files\":%zu,\"verified_files\":%zu,\"lists\":%llu,\"gets\":%llu,"
                 "\"cache_bytes\":%zu,\"cache_hits\":%llu,\"cache_misses\":%llu,\"index_bytes\":%zu,"
-                "\"polls\":%llu,\"replans\":%llu}",
+                "\"polls\":%llu,\"replans\":%llu,\"regone\":%llu}",
                 (unsigned long long)v->txid(), v->plan().size(), verified, (unsigned long long)r.lists,
                 (unsigned long long)r.gets, v->cache().bytes(), (unsigned long long)v->cache().hits,
                 (unsigned long long)v->cache().misses, v->index_memory(), (unsigned long long)v->polls(),
-                (unsigned long long)v->replans());
+                (unsigned long long)v->replans(), (unsigned long long)v->regone());
   sqlite3_result_text(ctx, b, -1, SQLITE_TRANSIENT);
 }
 

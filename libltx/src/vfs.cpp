@@ -123,6 +123,8 @@ PageIndex read_page_index(Store& s, const ReplicaFile& f, size_t head_bytes, con
         last = pgno;
       }
       if (p != e) fail_integrity("index size " + u(ilen) + " does not match its entries");
+      idx.pgnos.shrink_to_fit();
+      idx.frames.shrink_to_fit();
       if (at != frames_end) fail_integrity("frames end at " + u(at) + ", the end marker is at " + u(frames_end));
       if (h.snapshot() && h.commit != 0 && last != (h.commit == lock ? h.commit - 1 : h.commit))
         fail_integrity("snapshot ends at page " + u(last) + ", commit is " + u(h.commit));
@@ -391,7 +393,7 @@ void ReplicaView::read_page(uint32_t pgno, uint8_t* page) {
       same.txid = txid_;
       with_context("page " + u(pgno) + ": " + key + " is gone; planning TXID " + hex16(txid_) + " again",
                    [&] { build(same); });
-      replans_++;
+      regone_++;
     }
   }
 }

@@ -126,7 +126,8 @@ class ReplicaView {
   // LTX time of the newest file the last listing saw.
   int64_t newest_ms();
   uint64_t polls() const { return polls_; }
-  uint64_t replans() const { return replans_; }
+  uint64_t replans() const { return replans_; }  // moves to a newer TXID
+  uint64_t regone() const { return regone_; }    // plans again for a file gone
   size_t index_memory() const;
   const PageCache& cache() const { return cache_; }
   const CountingStore& requests() const { return counting_; }
@@ -146,7 +147,7 @@ class ReplicaView {
   std::map<std::string, uint32_t> ids_;
   std::vector<ReplicaFile> listed_;
   uint32_t page_size_ = 0, commit_ = 0, last_pgno_ = 0;
-  uint64_t txid_ = 0, polls_ = 0, replans_ = 0;
+  uint64_t txid_ = 0, polls_ = 0, replans_ = 0, regone_ = 0;
   int64_t time_ms_ = 0, newest_ms_ = -1, polled_at_ = 0;
   size_t ahead_ = 0;  // current read-ahead, frame bytes
 };
