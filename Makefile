@@ -168,13 +168,16 @@ $(BUILD)/stripped/%: $(BUILD)/bin/% $(BUILD)/debug/%.debug
 	$(Q)cd $(BUILD)/debug && $(OBJCOPY) --strip-all --add-gnu-debuglink=$*.debug $(abspath $<) $(abspath $@).tmp
 	$(Q)mv $@.tmp $@
 
-install: $(STRIPPED)
+install: $(STRIPPED) $(VFS_SO)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
 	install -m 755 $(STRIPPED) $(DESTDIR)$(BINDIR)/
 	$(if $(SCRIPTS),for s in $(SCRIPTS); do install -m 755 $$s $(DESTDIR)$(BINDIR)/$$(basename $$s .sh); done)
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(MANDIR)/man7/
+	install -d $(DESTDIR)$(LIBDIR)
+	$(OBJCOPY) --strip-unneeded $(VFS_SO) $(DESTDIR)$(LIBDIR)/walsync_vfs.so
+	chmod 755 $(DESTDIR)$(LIBDIR)/walsync_vfs.so
 
 install-debug: $(DEBUGINFO)
 	install -d $(DESTDIR)$(DEBUGDIR)$(BINDIR)
@@ -186,6 +189,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(wildcard man/*.5)))
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(wildcard man/*.7)))
+	rm -f $(DESTDIR)$(LIBDIR)/walsync_vfs.so
 
 clean:
 	rm -rf build build-asan

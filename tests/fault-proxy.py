@@ -3,6 +3,7 @@
 
 usage: fault-proxy.py --upstream PORT --port-file FILE --log FILE
                       [--faults LIST] [--always FAULT] [--lifetime SECONDS]
+                      [--delay-ms MS]
 
 Requests are forwarded verbatim (Host header included, so SigV4 signatures
 stay valid) to 127.0.0.1:UPSTREAM. LIST is comma-separated [METHOD:]KIND
@@ -17,6 +18,8 @@ KIND:
          the client gives up or 60 s)
 Every request is logged to FILE as "METHOD PATH FAULT" (FAULT "-" when
 passed through). The proxy exits after --lifetime seconds (default 300).
+--delay-ms holds every request that long before it is answered (a distant
+store's round trip, for bench/vfs).
 """
 import argparse
 import http.client
@@ -32,6 +35,7 @@ LOCK = threading.Lock()
 QUEUE = []
 ALWAYS = None
 LOG = None
+DELAY = 0.0
 
 
 def take_fault(method):
@@ -62,6 +66,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         fault = take_fault(self.command)
+        if DELAY:
+            time.sleep(DELAY)
         with LOCK, open(LOG, "a") as f:
             f.write("%s %s %s\n" % (self.command, self.path, fault or "-"))
         if fault in ("500", "503", "429"):
@@ -123,7 +129,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def main():
-    global UPSTREAM, ALWAYS, LOG
+    global UPSTREAM, ALWAYS, LOG, DELAY
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", type=int, required=True)
     ap.add_argument("--port-file", required=True)
@@ -131,7 +137,9 @@ def main():
     ap.add_argument("--faults", default="")
     ap.add_argument("--always")
     ap.add_argument("--lifetime", type=float, default=300)
+    ap.add_argument("--delay-ms", type=float, default=0)
     a = ap.parse_args()
+    DELAY = a.delay_ms / 1000.0
     UPSTREAM = a.upstream
     LOG = a.log
     QUEUE.extend(parse_item(s) for s in a.faults.split(",") if s)

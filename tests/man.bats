@@ -88,3 +88,9 @@ run_examples() {
 @test "man: ltx.5 examples run" {
   run_examples ltx.5
 }
+
+@test "man: walsync_vfs.7 examples run" {
+  export LD_LIBRARY_PATH="$WALSYNC_BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  run_examples walsync_vfs.7
+  assert_output "500|1"
+}

@@ -17,13 +17,14 @@ teardown() {  # nothing outlives a failed test
 }
 
 # chain DIR ROUNDS PAGE_SIZE URL: vfs-db.py's database, one LTX file a
-# round (TXID 1 the snapshot of base.db), stored at level 0 of URL.
+# round (TXID 1 the snapshot of base.db), stored at level 0 of URL by
+# s3-put $PUT_ARGS.
 chain() {
   mkdir -p "$1"
   python3 "$TOOLS/vfs-db.py" "$1" "$2" "$3"
-  ltx-encode --db "$1/base.db" --state "$1/S" | s3-put "$4"
+  ltx-encode --db "$1/base.db" --state "$1/S" | s3-put ${PUT_ARGS:-} "$4"
   local w
-  for w in "$1"/wal.*; do ltx-encode --state "$1/S" < "$w" | s3-put "$4"; done
+  for w in "$1"/wal.*; do ltx-encode --state "$1/S" < "$w" | s3-put ${PUT_ARGS:-} "$4"; done
 }
 
 # vcli URI COMMAND...: the sqlite3 shell with the extension loaded and URI
@@ -115,6 +116,19 @@ every_txid() {  # PAGE_SIZE: the newest TXID and every older one
   assert_line --index 1 "[1,0]"
 }
 
+@test "vfs: an age-encrypted replica is read in ranges of its 64 KiB chunks, with the identity of the environment" {
+  age-keygen -o "$T/key.txt" 2>/dev/null
+  PUT_ARGS="--age-identity $T/key.txt" chain "$T/c" 3 4096 "file://$T/rep/app"
+  export WALSYNC_AGE_IDENTITY_FILE="$T/key.txt"
+  same_as_restore "file://$T/rep/app" ""
+  same_as_restore "file://$T/rep/app" "&txid=2" --txid 2
+  unset WALSYNC_AGE_IDENTITY_FILE
+  run vcli "file:app.db?vfs=walsync&replica=file://$T/rep/app" "SELECT count(*) FROM t"
+  assert_failure
+  assert_output --partial "walsync_vfs: file://$T/rep/app: "
+  assert_output --partial "age"
+}
+
 @test "vfs: usage errors: no replica, a bad option, txid and timestamp together; each named on stderr" {
   chain "$T/c" 1 4096 "file://$T/rep/app"
   run vcli "file:app.db?vfs=walsync" "SELECT count(*) FROM kv"
@@ -138,6 +152,18 @@ every_txid() {  # PAGE_SIZE: the newest TXID and every older one
   assert_failure
   assert_output --partial "readonly"
   [ "$(find "$T/rep" -type f | sort | xargs sha256sum)" = "$before" ]
+}
+
+@test "vfs: examples/vfs-query.sh queries a replica, at a TXID too" {
+  chain "$T/c" 3 4096 "file://$T/rep/app"
+  export WALSYNC_VFS="$SO"
+  run "$REPO_ROOT/examples/vfs-query.sh" "file://$T/rep/app" "SELECT walsync_txid(), count(*) > 200 FROM t"
+  assert_success
+  assert_output "4|1"
+  VFS_PARAMS="txid=2&cachesize=1M" run "$REPO_ROOT/examples/vfs-query.sh" "file://$T/rep/app" "SELECT walsync_txid()"
+  assert_output 2
+  run "$REPO_ROOT/examples/vfs-query.sh"
+  assert_failure 2
 }
 
 # frame FILE PGNO: the byte offset of page PGNO's frame in LTX FILE.

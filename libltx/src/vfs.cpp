@@ -258,7 +258,7 @@ int64_t ReplicaView::now() {
 uint32_t ReplicaView::file_id(const std::string& key) {
   auto it = ids_.find(key);
   if (it != ids_.end()) return it->second;
-  uint32_t id = uint32_t(ids_.size());
+  uint32_t id = next_id_++;  // never reused: cached pages of a dropped id only age out
   ids_[key] = id;
   return id;
 }
@@ -307,6 +307,8 @@ void ReplicaView::build(const RestoreTarget& t) {
   }
   if (plan.empty()) fail_integrity("empty restore plan");
   indexes_.swap(keep);
+  for (auto it = ids_.begin(); it != ids_.end();)  // only the plan's files are read
+    it = indexes_.count(it->first) ? std::next(it) : ids_.erase(it);
   plan_.swap(plan);
   listed_.swap(files);
   page_size_ = plan_[0]->hdr.page_size;

@@ -144,7 +144,8 @@ class ReplicaView {
   PageCache cache_;
   std::vector<std::shared_ptr<PageIndex>> plan_;  // snapshot first
   std::map<std::string, std::shared_ptr<PageIndex>> indexes_;
-  std::map<std::string, uint32_t> ids_;
+  std::map<std::string, uint32_t> ids_;  // cache ids of the planned files
+  uint32_t next_id_ = 0;
   std::vector<ReplicaFile> listed_;
   uint32_t page_size_ = 0, commit_ = 0, last_pgno_ = 0;
   uint64_t txid_ = 0, polls_ = 0, replans_ = 0, regone_ = 0;
