@@ -179,6 +179,34 @@ TEST_F(ReplicaView, PollsBetweenTransactions) {
   EXPECT_EQ(v.txid(), 3u);
 }
 
+// Past 1 GiB (at 512-byte pages, page 2097153 holds SQLite's lock byte):
+// no file stores the lock page, so it reads as zeros, as do pages a grown
+// database never wrote; the pages around it are the replica's.
+TEST_F(ReplicaView, TheLockPageAndUnwrittenGrowthReadAsZeros) {
+  build();
+  const uint32_t lock = ltx::lock_pgno(kPs);
+  Db db = states[3];
+  db.commit = lock + 1;
+  for (uint32_t p : {lock - 1, lock + 1}) db.pages[p] = Db::page(p, 4);
+  put(0, 4, 4, db, {lock - 1, lock + 1}, states[3].checksum());
+  ltx::ViewOptions o;
+  ltx::ReplicaView v(ltx::open_file_store(), loc, o);
+  v.open();
+  ASSERT_EQ(v.txid(), 4u);
+  ASSERT_EQ(v.commit(), lock + 1);
+  std::vector<uint8_t> got(kPs), zero(kPs);
+  for (uint32_t p : {lock - 1, lock + 1}) {
+    v.read_page(p, got.data());
+    EXPECT_EQ(got, db.pages[p]) << p;
+  }
+  for (uint32_t p : {13u, lock - 2, lock}) {
+    v.read_page(p, got.data());
+    EXPECT_EQ(got, zero) << p;
+  }
+  v.read_page(12, got.data());
+  EXPECT_EQ(got, db.pages[12]);
+}
+
 TEST_F(ReplicaView, ADamagedFrameIsAnIntegrityError) {
   build();
   std::string path = "/" + rep->key(0, 1, 1);
