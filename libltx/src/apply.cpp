@@ -184,27 +184,16 @@ void Applier::apply_one(Decoder& d) {
   }
   const bool track = ck_known_;
   std::vector<uint8_t> page(ps), old(ps);
-  uint64_t ck = res_.checksum;
   const uint64_t old_n = h.snapshot() ? 0 : npages_;
-  uint64_t next_fill = old_n + 1;  // first grown page not yet accounted for
-  auto fold_zero_upto = [&](uint64_t last) {  // grown pages never written are zeros
-    if (next_fill <= last) ck = fold_zero_pages(ck, next_fill, last, ps);
-    next_fill = std::max(next_fill, last + 1);
-  };
+  DbChecksum ck(res_.checksum, old_n, ps);
   uint32_t pgno;
   while (d.next_page(&pgno, page.data())) {
     uint64_t off = uint64_t(pgno - 1) * ps;
     if (trial_ && pgno <= npages_) save_page(pgno);
     if (track) {
-      if (pgno <= old_n) {
-        if (pread_full(fd, old.data(), ps, off) != ps) fail_integrity("database shorter than its page count");
-        ck ^= page_checksum(pgno, old.data(), ps);
-        ck |= kChecksumFlag;
-      } else {
-        fold_zero_upto(pgno - 1);
-        next_fill = uint64_t(pgno) + 1;
-      }
-      ck = fold(ck, page_checksum(pgno, page.data(), ps));
+      if (ck.had(pgno) && pread_full(fd, old.data(), ps, off) != ps)
+        fail_integrity("database shorter than its page count");
+      ck.write(pgno, old.data(), page.data());
     }
     pwrite_all(fd, page.data(), ps, off);
   }
@@ -214,21 +203,22 @@ void Applier::apply_one(Decoder& d) {
     for (uint64_t p = uint64_t(h.commit) + 1; p <= old_n; p++) {
       if (p == lock) continue;
       if (pread_full(fd, old.data(), ps, (p - 1) * ps) != ps) fail_integrity("database shorter than its page count");
-      ck = kChecksumFlag | (ck ^ page_checksum(uint32_t(p), old.data(), ps));
+      ck.drop(uint32_t(p), old.data());
     }
-    fold_zero_upto(h.commit);
+    ck.end_at(h.commit);
   }
   if (trial_)
     for (uint64_t p = uint64_t(h.commit) + 1; p <= npages_; p++) save_page(uint32_t(p));
   if (::ftruncate(fd, off_t(uint64_t(h.commit) * ps)) != 0) fail_errno("truncate");
   npages_ = h.commit;
+  uint64_t sum = ck.value();
   if (h.commit == 0) {
-    ck = kChecksumFlag;
+    sum = kChecksumFlag;
     ck_known_ = true;
   } else if (track) {
     ck_known_ = true;
   }
-  res_.checksum = ck_known_ ? ck : 0;
+  res_.checksum = ck_known_ ? sum : 0;
   if (!h.no_checksum()) {
     uint64_t cur = current_checksum();
     if (cur != t.post_apply)

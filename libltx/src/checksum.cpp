@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -168,6 +169,22 @@ uint64_t fold_zero_pages(uint64_t acc, uint64_t first, uint64_t last, uint32_t p
   uint64_t z = page_checksum(uint32_t(x), zero, page_size);
   if (n % 2 == 0) z ^= page_checksum(0, zero, page_size);
   return kChecksumFlag | (acc ^ z);
+}
+
+void DbChecksum::write(uint32_t pgno, const uint8_t* old, const uint8_t* data) {
+  uint64_t was = 0;
+  if (had(pgno)) {
+    was = page_checksum(pgno, old, ps_);
+  } else {
+    end_at(uint64_t(pgno) - 1);
+    next_zero_ = uint64_t(pgno) + 1;
+  }
+  replace(was, page_checksum(pgno, data, ps_));
+}
+
+void DbChecksum::end_at(uint64_t n) {
+  if (next_zero_ <= n) ck_ = fold_zero_pages(ck_, next_zero_, n, ps_);
+  next_zero_ = std::max(next_zero_, n + 1);
 }
 
 uint64_t db_checksum_fd(int fd, uint32_t page_size, uint64_t n_pages) {

@@ -402,13 +402,12 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
 
   Changes changes(state_ ? state_->dir() : tmpdir_);
   std::vector<uint8_t> page(ps), zero(ps, 0);
-  uint64_t ck = h.snapshot() || rebuild ? kChecksumFlag : prev.checksum;
   const uint32_t old_n = h.snapshot() || rebuild ? 0 : prev.commit;
+  DbChecksum ck(h.snapshot() || rebuild ? kChecksumFlag : prev.checksum, old_n, ps);
   uint64_t next_fill = uint64_t(old_n) + 1;
+  // The state holds every page's checksum: the fold swaps them, no page read.
   auto set = [&](uint32_t pgno, uint64_t pc) {
-    uint64_t old = (pgno <= old_n && have_state) ? state_->get(pgno) : 0;
-    if (old) ck = kChecksumFlag | (ck ^ old);
-    if (pc) ck = fold(ck, pc);
+    ck.replace(ck.had(pgno) && have_state ? state_->get(pgno) : 0, pc);
     if (state_) changes.add(pgno, pc);
   };
   // SQLite leaves a page it adds to the database unwritten only when it is
@@ -456,13 +455,13 @@ void TxnEncoder::emit(uint32_t commit, bool resync) {
     grown_upto(commit);
     for (uint64_t p = uint64_t(commit) + 1; p <= old_n; p++)
       if (p != lock) set(uint32_t(p), 0);
-    if (commit == 0) ck = kChecksumFlag;
   }
-  enc.finish(checksummed ? ck : 0);
+  const uint64_t sum = commit == 0 ? kChecksumFlag : ck.value();
+  enc.finish(checksummed ? sum : 0);
   lout.flush();
   Position pos;
   pos.txid = next_txid_;
-  pos.checksum = checksummed ? ck : 0;
+  pos.checksum = checksummed ? sum : 0;
   pos.page_size = ps;
   pos.commit = commit;
   pos.wal_salt1 = h.wal_salt1;

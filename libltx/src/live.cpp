@@ -401,12 +401,7 @@ void LiveReplica::apply_one(Decoder& d, const std::function<void(const LiveEvent
       joff += rec.size();
       nrec++;
     };
-    const uint64_t keep_old = h.snapshot() ? 0 : old_n;  // pages the fold keeps
-    uint64_t next_fill = keep_old + 1;
-    auto fold_zero_upto = [&](uint64_t last) {  // grown pages never written are zeros
-      if (next_fill <= last) ck = fold_zero_pages(ck, next_fill, last, ps);
-      next_fill = std::max(next_fill, last + 1);
-    };
+    DbChecksum sum(ck, h.snapshot() ? 0 : old_n, ps);  // a snapshot's fold keeps no old page
     if (old_n >= 1) {
       read_page(1, old.data());
       journal(1, old.data());
@@ -418,16 +413,7 @@ void LiveReplica::apply_one(Decoder& d, const std::function<void(const LiveEvent
         read_page(pg, old.data());
         journal(pg, old.data());
       }
-      if (track) {
-        if (pg <= keep_old) {
-          const uint8_t* o = pg == 1 ? page1_.data() : old.data();
-          ck = kChecksumFlag | (ck ^ page_checksum(pg, o, ps));
-        } else {
-          fold_zero_upto(pg - 1);
-          next_fill = uint64_t(pg) + 1;
-        }
-        ck = fold(ck, page_checksum(pg, page.data(), ps));
-      }
+      if (track) sum.write(pg, pg == 1 ? page1_.data() : old.data(), page.data());
       if (pg == 1) new_page1.assign(page.begin(), page.end());
     }
     for (uint64_t p = uint64_t(h.commit) + 1; p <= old_n; p++) {
@@ -436,10 +422,10 @@ void LiveReplica::apply_one(Decoder& d, const std::function<void(const LiveEvent
         read_page(uint32_t(p), old.data());
         journal(uint32_t(p), old.data());
       }
-      if (track && p <= keep_old)
-        ck = kChecksumFlag | (ck ^ page_checksum(uint32_t(p), p == 1 ? page1_.data() : old.data(), ps));
+      if (track && sum.had(p)) sum.drop(uint32_t(p), p == 1 ? page1_.data() : old.data());
     }
-    if (track) fold_zero_upto(h.commit);
+    if (track) sum.end_at(h.commit);
+    ck = sum.value();
     if (h.commit == 0) {
       ck = kChecksumFlag;
       track = true;

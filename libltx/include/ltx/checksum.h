@@ -55,6 +55,38 @@ inline uint64_t fold(uint64_t acc, uint64_t page_ck) { return kChecksumFlag | (a
 // the range.
 uint64_t fold_zero_pages(uint64_t acc, uint64_t first, uint64_t last, uint32_t page_size);
 
+// The database checksum of a database changed in place, page by page: the
+// one accumulator of the encoder, the applier and the live replica. Pages
+// 1..old_pages were in the database before; a page past them is new, and
+// the pages between the old end and a new page that no write names are
+// zero pages (SQLite grows a database without writing free-list leaves).
+// Pages arrive in ascending order, as in an LTX file.
+class DbChecksum {
+ public:
+  DbChecksum(uint64_t value, uint64_t old_pages, uint32_t page_size)
+      : ck_(value), old_(old_pages), next_zero_(old_pages + 1), ps_(page_size) {}
+  // True when page pgno was in the database before (its old content counts).
+  bool had(uint64_t pgno) const { return pgno <= old_; }
+  // Page checksums: `was` leaves the fold (0: none), `now` enters it (0: none).
+  void replace(uint64_t was, uint64_t now) {
+    if (was) ck_ = kChecksumFlag | (ck_ ^ was);
+    if (now) ck_ = fold(ck_, now);
+  }
+  // Page pgno now holds data; old is what it held when had(pgno) (else
+  // unused: unwritten pages below pgno are folded in as zero pages).
+  void write(uint32_t pgno, const uint8_t* old, const uint8_t* data);
+  // Page pgno, had() and now past the database's end, held old.
+  void drop(uint32_t pgno, const uint8_t* old) { replace(page_checksum(pgno, old, ps_), 0); }
+  // The database ends at page n: pages up to n past the old end that no
+  // write named are zero pages (constant time, fold_zero_pages).
+  void end_at(uint64_t n);
+  uint64_t value() const { return ck_; }
+
+ private:
+  uint64_t ck_, old_, next_zero_;  // next_zero_: the first new page not yet folded
+  uint32_t ps_;
+};
+
 // Database checksum of the first n_pages pages of an open file (lock page
 // skipped). Reads with pread in large chunks; throws on short file or error.
 uint64_t db_checksum_fd(int fd, uint32_t page_size, uint64_t n_pages);
