@@ -301,7 +301,7 @@ PY
   wait_log "app: started at" w.log
   stop_watch "$pid" 3
   walsync watch app.db -b "file://$T/rep" 2>w2.log & pid=$!
-  wait_log "app: started at" w2.log
+  wait_log "watch: 1 database checked" w2.log  # nothing new: parked, no pipeline
   kill -INT "$pid"; wait "$pid"
   grep -q "watch: SIGINT: draining" w2.log
 }

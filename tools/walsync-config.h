@@ -27,8 +27,8 @@ struct DbEntry {
 struct Config {
   std::string url, state_dir, metrics_file, endpoint, region;
   std::string age_recipients_file, age_identity;  // walsync-age(7)
-  std::string metrics_interval, drain_timeout, backoff_max, sync_interval;
-  long checkpoint_pages = -1;
+  std::string metrics_interval, drain_timeout, backoff_max, sync_interval, park_after;
+  long checkpoint_pages = -1, max_active = -1;
   std::vector<DbEntry> dbs;
 };
 
@@ -115,6 +115,8 @@ inline Config parse_file(const std::string& path) {
       else if (k == "backoff-max") c.backoff_max = duration(v);
       else if (k == "sync-interval") c.sync_interval = duration(v);
       else if (k == "checkpoint-pages") c.checkpoint_pages = number(v);
+      else if (k == "park-after") c.park_after = duration(v);
+      else if (k == "max-active") c.max_active = number(v);
       else if (k == "endpoint") c.endpoint = v;
       else if (k == "region") c.region = v;
       else if (k == "age-recipients-file") c.age_recipients_file = v;

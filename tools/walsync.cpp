@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -248,8 +249,8 @@ void log_line(const std::string& name, const std::string& event) {
 // ---- watch ----
 struct Watch {
   std::vector<std::string> dbs;
-  std::string state_dir, metrics_file, metrics_interval, drain, backoff_max, sync_interval;
-  long checkpoint_pages = -1;
+  std::string state_dir, metrics_file, metrics_interval, drain, backoff_max, sync_interval, park_after;
+  long checkpoint_pages = -1, max_active = -1;
 };
 
 int watch(Common& c, Watch& w) {
@@ -297,6 +298,11 @@ int watch(Common& c, Watch& w) {
   o.drain_ms = int(duration_or(!w.drain.empty() ? w.drain : c.cfg.drain_timeout, 10000, "--drain-timeout"));
   o.backoff_max_ms = int(duration_or(!w.backoff_max.empty() ? w.backoff_max : c.cfg.backoff_max, 60000, "--backoff-max"));
   if (o.backoff_min_ms > o.backoff_max_ms) o.backoff_min_ms = o.backoff_max_ms;
+  o.park_after_ms = int(duration_or(!w.park_after.empty() ? w.park_after : c.cfg.park_after, 5000, "--park-after"));
+  if (o.park_after_ms > 86400000) ltx::fail(ltx::Kind::Usage, "--park-after: at most 1d");
+  long active = w.max_active >= 0 ? w.max_active : c.cfg.max_active >= 0 ? c.cfg.max_active : 16;
+  if (active < 1 || active > 1000) ltx::fail(ltx::Kind::Usage, "--max-active: 1 to 1000");
+  o.max_active = int(active);
   o.verbose = c.s3.verbose;
   o.log = log_line;
 
@@ -320,6 +326,9 @@ int watch(Common& c, Watch& w) {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // Readable while a signal is pending: the supervisor waits on it with its
+  // inotify descriptor; wait_stop then takes the signal.
+  o.stop_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   o.wait_stop = [&set](int ms) {
     struct timespec ts{ms / 1000, long(ms % 1000) * 1000000};
     int sig = sigtimedwait(&set, nullptr, &ts);
@@ -520,6 +529,8 @@ int main(int argc, char** argv) {
   wa->add_option("--sync-interval", w.sync_interval, "at most one object per database per DUR; commits arriving sooner are merged (default 1s; 0: one object per file)");
   wa->add_option("--drain-timeout", w.drain, "on SIGTERM/SIGINT, wait this long for in-flight files (default 10s)");
   wa->add_option("--backoff-max", w.backoff_max, "longest delay between restarts of a failing pipeline (default 60s)");
+  wa->add_option("--park-after", w.park_after, "park a database quiet this long with everything stored: no thread, connection or descriptor until its -wal changes (default 5s; 0: never)");
+  wa->add_option("--max-active", w.max_active, "pipelines running at once; other databases queue for a slot (default 16)");
 
   Restore r;
   auto* re = app.add_subcommand("restore", "restore a replica (NAME under -b URL, or URL) to a new database");

@@ -57,6 +57,26 @@ std::string format_position(uint32_t salt1, uint32_t salt2, uint64_t offset) {
   return hex08(salt1) + ":" + hex08(salt2) + ":" + std::to_string(offset);
 }
 
+bool nothing_after(const std::string& db, uint32_t salt1, uint32_t salt2, uint64_t offset) {
+  if ((salt1 == 0 && salt2 == 0) || offset < kWalHeaderSize) return false;
+  int fd = ::open((db + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uint8_t h[kWalHeaderSize], f[kFrameHeaderSize];
+  size_t fn = 0;
+  wal::WalHeader w;
+  try {
+    struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
+    if (pread_full(fd, h, sizeof h, 0) != sizeof h) return false;
+    w = wal::WalHeader::parse(h);
+    fn = pread_full(fd, f, sizeof f, offset);
+  } catch (const Error&) {
+    return false;
+  }
+  if (w.salt1 != salt1 || w.salt2 != salt2 || (offset - kWalHeaderSize) % (kFrameHeaderSize + w.page_size) != 0)
+    return false;
+  return fn < sizeof f || get32(f + 8) != salt1 || get32(f + 12) != salt2;
+}
+
 namespace {
 
 int64_t now_ms() {

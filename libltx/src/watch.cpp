@@ -5,20 +5,25 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "ltx/bytes.h"
@@ -78,6 +83,22 @@ class LagTracker {
     if (!q_.empty() && (carry_ == 0 || q_.front().second < carry_)) carry_ = q_.front().second;
     q_.clear();
   }
+  // A change seen while parked: pending from then until stored.
+  void woken(int64_t ms) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (carry_ == 0) carry_ = ms;
+  }
+  // Parked: everything committed is stored.
+  void clear() {
+    std::lock_guard<std::mutex> l(mu_);
+    q_.clear();
+    carry_ = 0;
+  }
+  // Encoded transactions not yet stored.
+  bool pending() {
+    std::lock_guard<std::mutex> l(mu_);
+    return !q_.empty();
+  }
   double lag_s(int64_t now) {
     std::lock_guard<std::mutex> l(mu_);
     int64_t t = carry_;
@@ -111,8 +132,71 @@ class TapWriter : public Writer {
   uint64_t n_ = 0, last_ = 0;
 };
 
+// What a parked database's files looked like when it was parked: if
+// neither the database nor its -wal changed since (inode, size, ctime: any
+// write moves ctime), nothing was committed since. Kept in the state
+// directory ("parked") for the first check of the next start.
+struct Stamp {
+  struct File {
+    bool exists = false;
+    uint64_t dev = 0, ino = 0, size = 0;
+    int64_t ctime_ns = 0;
+    bool operator==(const File& o) const {
+      return exists == o.exists && dev == o.dev && ino == o.ino && size == o.size && ctime_ns == o.ctime_ns;
+    }
+  } db, wal;
+  bool valid = false;
+  bool operator==(const Stamp& o) const { return valid && o.valid && db == o.db && wal == o.wal; }
+
+  static Stamp of(const std::string& path) {
+    Stamp s;
+    auto take = [](const std::string& p, File* f) {
+      struct stat st {};
+      if (::stat(p.c_str(), &st) != 0) return errno == ENOENT;
+      f->exists = true;
+      f->dev = st.st_dev;
+      f->ino = st.st_ino;
+      f->size = uint64_t(st.st_size);
+      f->ctime_ns = int64_t(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+      return true;
+    };
+    s.valid = take(path, &s.db) && s.db.exists && take(path + "-wal", &s.wal);
+    return s;
+  }
+  std::string format() const {
+    std::ostringstream o;
+    for (const File* f : {&db, &wal})
+      o << (f == &db ? "db " : "wal ") << f->exists << ' ' << f->dev << ' ' << f->ino << ' ' << f->size << ' '
+        << f->ctime_ns << '\n';
+    o << "end\n";
+    return o.str();
+  }
+  static Stamp parse(const std::string& text) {
+    Stamp s;
+    std::istringstream in(text);
+    std::string k1, k2, end;
+    in >> k1 >> s.db.exists >> s.db.dev >> s.db.ino >> s.db.size >> s.db.ctime_ns >> k2 >> s.wal.exists >>
+        s.wal.dev >> s.wal.ino >> s.wal.size >> s.wal.ctime_ns >> end;
+    s.valid = in && k1 == "db" && k2 == "wal" && end == "end";
+    return s;
+  }
+};
+
 struct Db {
   Database cfg;
+  // Queued: waits for a pipeline slot. Running: its pipeline runs (or
+  // drains). Parked: no pipeline, everything acknowledged, a change to
+  // its -wal wakes it. Waiting: restarts at next_ms after a failure.
+  enum class Phase { Queued, Running, Parked, Waiting, Failed } phase = Phase::Queued;
+  bool parking = false;                // stopped to park or to yield its slot: not a failure
+  bool yielding = false;               // ... to yield its slot (queued again unless nothing new)
+  bool wake = false;                   // its -wal changed while parking
+  bool synced = false;                 // the acknowledgement is the remote's (we parked it cleanly)
+  int wal_wd = -1;                     // inotify watch of its -wal while parked (or parking)
+  Stamp stamp;                         // its files when parked
+  std::atomic<int64_t> active_ms{0};   // monotonic time of the tail's last output
+  int notify_fd = -1;                  // written when its last stage ends (the supervisor's eventfd)
+  bool woken_start = false;            // this start follows a park or a yield (logged with -v only)
   volatile std::sig_atomic_t stop = 0;
   std::atomic<int> done{0};            // stages finished this run (3: all)
   std::atomic<bool> tail_started{false}, tail_done{false}, stored_this_run{false};
@@ -122,7 +206,6 @@ struct Db {
   std::string error;                   // the run's first failure (a permanent one first)
   bool error_permanent = false;        // retrying cannot cure it (Error::permanent)
   Kind error_kind = Kind::Runtime;
-  bool running = false;
   bool failed = false;                 // stopped for good after a permanent failure
   Kind failed_kind = Kind::Runtime;
   int64_t started_ms = 0, next_ms = 0;
@@ -131,7 +214,7 @@ struct Db {
   std::atomic<int64_t> last_success_ms{0};
   RequestCounts requests;              // of every run's store
   LagTracker lag;
-  std::unique_ptr<StateLock> state_lock, ack_lock;  // held for the whole watch
+  std::unique_ptr<StateLock> state_lock, ack_lock;  // held while its pipeline runs
 
   void fail(const std::string& stage, const std::string& what, bool permanent = false,
             Kind kind = Kind::Runtime) {
@@ -148,6 +231,14 @@ struct Db {
   void fail(const std::string& stage, const std::exception& e) {
     auto* le = dynamic_cast<const Error*>(&e);
     fail(stage, e.what(), le && le->permanent(), le ? le->kind() : Kind::Runtime);
+  }
+  // n more stages of this run have ended; the last one tells the supervisor.
+  void stages_done(int n) {
+    if (done.fetch_add(n) + n == 3 && notify_fd >= 0) {
+      uint64_t one = 1;
+      ssize_t r = ::write(notify_fd, &one, sizeof one);
+      (void)r;
+    }
   }
 };
 
@@ -183,7 +274,8 @@ void bind_state(const std::string& dir, const std::string& url) {
 
 void run_tail(Db& d, const Options& o, tail::Options to, Fd out) {
   try {
-    FdWriter w(out.fd, 8 * 1024);
+    FdWriter fw(out.fd, 8 * 1024);
+    TapWriter w(fw, [&d](uint64_t) { d.active_ms = mono_ms(); });
     tail::run(to, w);
     w.flush();
     if (!d.stop) d.fail("wal-tail", "ended unexpectedly");
@@ -256,10 +348,16 @@ void run_pipeline(Db& d, const Options& o) {
     auto store = std::make_unique<CountingStore>(*raw, &d.requests);
     mkdirs(d.cfg.state_dir);
     const std::string ack = d.cfg.state_dir + "/ack";
-    d.state_lock->renew();  // the directory may have been removed under us
-    d.ack_lock->renew();
+    // Held while the pipeline runs (a parked database holds no descriptor).
+    if (d.state_lock) d.state_lock->renew();  // the directory may have been removed under us
+    else d.state_lock = lock_state_dir(d.cfg.state_dir);
+    if (d.ack_lock) d.ack_lock->renew();
+    else d.ack_lock = std::make_unique<StateLock>(ack + ".lock");
     bind_state(d.cfg.state_dir, d.cfg.url);
-    sync_ack(*store, loc, ack);
+    // Woken after a clean park by this process: the acknowledgement is the
+    // remote's latest already (no LIST per wake-up).
+    if (!d.synced) sync_ack(*store, loc, ack);
+    d.synced = false;
     // The state is checked, never trusted: damaged, or gone while the
     // replica holds files (sync_ack brought the acknowledgement back), it is
     // rebuilt from the database and the replica (EncodeOptions::rebuild).
@@ -288,6 +386,11 @@ void run_pipeline(Db& d, const Options& o) {
     to.db = d.cfg.db;
     to.checkpoint_pages = d.cfg.checkpoint_pages;
     to.stop = &d.stop;
+    // No idle checkpoint before parking: the WAL restarts only once every
+    // frame is backfilled, so a parked database whose WAL still holds
+    // frames keeps its WAL generation (and the acknowledged position in
+    // it) until the application's own checkpoint (walsync(1), PARKING).
+    if (o.park_after_ms > 0) to.idle_ms = o.park_after_ms + 1000;
     if (o.verbose && o.log) to.log = [&d, &o](const std::string& m) { o.log(d.cfg.name, "wal-tail: " + m); };
     std::string where = "no acknowledged position: full resync";
     if (adopt.txid) {
@@ -301,7 +404,8 @@ void run_pipeline(Db& d, const Options& o) {
     } else if (have) {
       where = "no WAL position: resync of changed pages";
     }
-    if (o.log) o.log(d.cfg.name, "started at TXID " + hex16(d.txid) + ", " + where);
+    if (o.log && (!d.woken_start || o.verbose))
+      o.log(d.cfg.name, std::string(d.woken_start ? "woken: " : "") + "started at TXID " + hex16(d.txid) + ", " + where);
 
     int a[2], b[2];
     if (::pipe2(a, O_CLOEXEC) != 0) fail_errno("pipe");
@@ -311,12 +415,12 @@ void run_pipeline(Db& d, const Options& o) {
     up_in = std::move(br);
     d.enc = std::thread([&d, st = std::move(state), ack, adopt, r = std::move(ar), w = std::move(bw)]() mutable {
       run_encoder(d, std::move(st), ack, adopt, std::move(r), std::move(w));
-      d.done++;
+      d.stages_done(1);
     });
     stages++;
     d.tail = std::thread([&d, &o, to, w = std::move(aw)]() mutable {
       run_tail(d, o, to, std::move(w));
-      d.done++;
+      d.stages_done(1);
     });
     d.tail_handle = d.tail.native_handle();
     d.tail_started = true;
@@ -352,7 +456,7 @@ void run_pipeline(Db& d, const Options& o) {
   }
   { Fd closed(std::move(up_in)); }
   if (!d.tail_started) d.tail_done = true;
-  d.done += 3 - stages + 1;
+  d.stages_done(3 - stages + 1);
 }
 
 std::string escape_label(const std::string& s) {
@@ -382,7 +486,8 @@ void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
     x.errors = d->errors;
     x.restarts = d->restarts;
     x.last_success_ms = d->last_success_ms;
-    x.up = d->running && !d->stop;
+    x.up = (d->phase == Db::Phase::Running && !d->stop) || d->phase == Db::Phase::Parked;
+    x.parked = d->phase == Db::Phase::Parked;
     x.failed = d->failed;
     x.requests[0] = d->requests.put;
     x.requests[1] = d->requests.get;
@@ -404,7 +509,6 @@ void join(Db& d) {
   if (d.up.joinable()) d.up.join();
   if (d.enc.joinable()) d.enc.join();
   if (d.tail.joinable()) d.tail.join();
-  d.running = false;
 }
 
 }  // namespace
@@ -501,119 +605,438 @@ std::vector<Metrics> parse_metrics(const std::string& text) {
   return out;
 }
 
+namespace {
+
+// Parked databases are woken through one inotify descriptor: a watch on
+// each database directory (its -wal created, removed or renamed; the
+// database itself replaced) and, while parked, one on its -wal (modified).
+// The -wal watch is dropped while the pipeline runs, so that a busy
+// writer pays no event per write(2) for us (wal-tail has its own).
+constexpr uint32_t kDirMask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR;
+constexpr uint32_t kWalMask = IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF;
+
+std::string dir_of(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? "." : s == 0 ? "/" : p.substr(0, s);
+}
+std::string base_of(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+// A small file's text ("" if it cannot be read); at most 4 KiB.
+std::string read_small(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[4096];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  return n > 0 ? std::string(buf, size_t(n)) : "";
+}
+
+class Supervisor {
+ public:
+  explicit Supervisor(const Options& o) : o_(o), park_after_(o.park_after_ms) {}
+  ~Supervisor() {
+    if (ino_ >= 0) ::close(ino_);
+    if (efd_ >= 0) ::close(efd_);
+  }
+  Result run();
+
+ private:
+  void log(const Db& d, const std::string& m) {
+    if (o_.log) o_.log(d.cfg.name, m);
+  }
+  bool nothing_new(Db& d, bool use_stamp);
+  bool watch_wal(Db& d);
+  void unwatch_wal(Db& d);
+  void first_check(Db& d);
+  void park(Db& d);
+  void enqueue(Db& d, bool woken);
+  void start(Db& d, int64_t now);
+  void reap(Db& d, int64_t now);
+  void read_events();
+  void changed(Db& d);
+  void stop_to_park(Db& d);
+
+  const Options& o_;
+  int park_after_;
+  std::vector<std::unique_ptr<Db>> dbs_;
+  int ino_ = -1, efd_ = -1;
+  std::unordered_map<int, Db*> wal_wd_;
+  std::unordered_map<int, std::string> dir_wd_;
+  std::unordered_map<std::string, int> dirs_;
+  std::unordered_map<std::string, Db*> by_path_;  // directory + "/" + file name
+  std::deque<Db*> queue_;
+  std::vector<Db*> running_, waiting_;
+  bool stopping_ = false;
+  Result res_;
+};
+
+// Nothing committed since the acknowledged position: the files are as
+// parked (use_stamp), or the WAL holds nothing after that position.
+bool Supervisor::nothing_new(Db& d, bool use_stamp) {
+  Position ack;
+  try {
+    if (!read_position_file(d.cfg.state_dir + "/ack", &ack)) return false;
+  } catch (const std::exception&) {
+    return false;
+  }
+  d.txid = ack.txid;
+  if (use_stamp && d.stamp == Stamp::of(d.cfg.db)) return true;
+  return tail::nothing_after(d.cfg.db, ack.wal_salt1, ack.wal_salt2, ack.wal_offset);
+}
+
+bool Supervisor::watch_wal(Db& d) {
+  if (ino_ < 0) return false;
+  if (d.wal_wd >= 0) return true;
+  int wd = inotify_add_watch(ino_, (d.cfg.db + "-wal").c_str(), kWalMask);
+  if (wd < 0) return false;
+  auto it = wal_wd_.find(wd);
+  if (it != wal_wd_.end() && it->second != &d) {  // the same file as another database's -wal
+    return false;
+  }
+  d.wal_wd = wd;
+  wal_wd_[wd] = &d;
+  return true;
+}
+
+void Supervisor::unwatch_wal(Db& d) {
+  if (d.wal_wd < 0) return;
+  inotify_rm_watch(ino_, d.wal_wd);
+  wal_wd_.erase(d.wal_wd);
+  d.wal_wd = -1;
+}
+
+// The first check of a database: cheap (its acknowledgement, the stamp of
+// its last park, its WAL header), no SQLite connection. One that may have
+// changed queues for a pipeline; the others park at once.
+void Supervisor::first_check(Db& d) {
+  mkdirs(d.cfg.state_dir);
+  // A second watcher of this database refuses at once (not only when its
+  // pipeline would start): the locks are taken here, then let go.
+  d.state_lock = lock_state_dir(d.cfg.state_dir);
+  d.ack_lock = std::make_unique<StateLock>(d.cfg.state_dir + "/ack.lock");
+  d.stamp = Stamp::parse(read_small(d.cfg.state_dir + "/parked"));
+  // The watch first: a write after it wakes the database; one before it
+  // shows in the check.
+  // A state of another replica (or none) is for the pipeline to refuse.
+  bool bound = false;
+  try {
+    bind_state(d.cfg.state_dir, d.cfg.url);
+    bound = true;
+  } catch (const std::exception&) {
+  }
+  if (bound && park_after_ > 0 && watch_wal(d) && nothing_new(d, true)) {
+    d.phase = Db::Phase::Parked;
+    d.woken_start = true;
+  } else {
+    unwatch_wal(d);
+    d.phase = Db::Phase::Queued;
+    queue_.push_back(&d);
+  }
+  d.state_lock.reset();
+  d.ack_lock.reset();
+}
+
+// Parks a database whose pipeline drained cleanly (or that needed none).
+void Supervisor::park(Db& d) {
+  d.phase = Db::Phase::Parked;
+  d.lag.clear();
+  d.synced = true;
+  d.woken_start = true;
+  d.state_lock.reset();
+  d.ack_lock.reset();
+  // For the next start's first check; only a hint (a torn or stale stamp
+  // never matches the files), so not synced.
+  std::string path = d.cfg.state_dir + "/parked", text = d.stamp.format();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    (void)n;
+    ::close(fd);
+  }
+  if (o_.verbose) log(d, "parked at TXID " + hex16(d.txid));
+}
+
+void Supervisor::enqueue(Db& d, bool woken) {
+  unwatch_wal(d);
+  d.phase = Db::Phase::Queued;
+  d.woken_start = true;
+  if (woken) d.lag.woken(now_ms());
+  queue_.push_back(&d);
+}
+
+void Supervisor::start(Db& d, int64_t now) {
+  d.stop = 0;
+  d.done = 0;
+  d.parking = d.wake = false;
+  d.tail_started = d.tail_done = d.stored_this_run = false;
+  d.active_ms = 0;
+  {
+    std::lock_guard<std::mutex> l(d.mu);
+    d.error.clear();
+  }
+  d.phase = Db::Phase::Running;
+  d.started_ms = now;
+  d.notify_fd = efd_;
+  running_.push_back(&d);
+  const Options& o = o_;
+  d.up = std::thread([&d, &o] { run_pipeline(d, o); });
+}
+
+// A database's -wal changed (or was created, removed or renamed).
+void Supervisor::changed(Db& d) {
+  if (d.phase == Db::Phase::Running && d.parking) {
+    d.wake = true;
+  } else if (d.phase == Db::Phase::Parked) {
+    if (d.wal_wd >= 0 && nothing_new(d, false)) return;  // e.g. a rolled-back transaction's frames
+    enqueue(d, true);
+  }
+}
+
+void Supervisor::read_events() {
+  if (ino_ < 0) return;
+  alignas(inotify_event) char buf[16384];
+  ssize_t k;
+  while ((k = ::read(ino_, buf, sizeof buf)) > 0) {
+    for (char* p = buf; p < buf + k;) {
+      auto* ev = reinterpret_cast<inotify_event*>(p);
+      p += sizeof(inotify_event) + ev->len;
+      auto w = wal_wd_.find(ev->wd);
+      if (w != wal_wd_.end()) {
+        Db& d = *w->second;
+        if (ev->mask & IN_IGNORED) {  // the -wal is gone: so is its watch
+          wal_wd_.erase(w);
+          d.wal_wd = -1;
+        }
+        changed(d);
+        continue;
+      }
+      auto dw = dir_wd_.find(ev->wd);
+      if (dw == dir_wd_.end() || ev->len == 0) continue;
+      std::string name(ev->name);
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, "-wal") == 0) name.resize(name.size() - 4);
+      auto db = by_path_.find(dw->second + "/" + name);
+      if (db != by_path_.end()) changed(*db->second);
+    }
+  }
+}
+
+// Quiet and caught up (or its slot is wanted): stop the pipeline; it
+// drains (the tail copies every committed frame first) and parks. The -wal
+// watch is set before the stop, so a commit the tail's last copy missed
+// shows as an event (d.wake) before the park is decided.
+void Supervisor::stop_to_park(Db& d) {
+  if (!watch_wal(d)) return;  // no watch, no wake-up: keep running
+  d.parking = true;
+  d.wake = false;
+  d.stop = 1;
+}
+
+void Supervisor::reap(Db& d, int64_t now) {
+  join(d);
+  running_.erase(std::find(running_.begin(), running_.end(), &d));
+  std::string err;
+  bool permanent;
+  Kind kind;
+  {
+    std::lock_guard<std::mutex> l(d.mu);
+    err = d.error;
+    permanent = d.error_permanent;
+    kind = d.error_kind;
+  }
+  if (permanent) {
+    // Retrying cannot cure it (not in WAL mode, no such file, a state of
+    // another replica, damaged data): stop this database, say why once;
+    // the others go on.
+    unwatch_wal(d);
+    d.state_lock.reset();
+    d.ack_lock.reset();
+    d.errors++;
+    d.failed = true;
+    d.phase = Db::Phase::Failed;
+    d.failed_kind = kind;
+    if (kind == Kind::Integrity) res_.status = 3;
+    else if (res_.status == 0) res_.status = 1;
+    d.lag.restart();
+    log(d, "failed: " + err + "; not restarting");
+  } else if (stopping_) {
+    unwatch_wal(d);
+    d.phase = Db::Phase::Queued;  // not restarted: we are shutting down
+    log(d, err.empty() ? "drained at TXID " + hex16(d.txid) : "stopped at TXID " + hex16(d.txid) + " after " + err);
+  } else if (err.empty() && d.parking) {
+    // Drained: everything the tail copied is stored. Parked, unless a
+    // change arrived after the -wal watch was set (then queued again, at
+    // the back: a yielded slot goes to the databases that waited).
+    d.stamp = Stamp::of(d.cfg.db);  // before the events: a later write moves it
+    read_events();
+    d.failures = 0;
+    if (!d.wake || nothing_new(d, false)) {
+      park(d);
+    } else {
+      d.synced = true;
+      enqueue(d, true);
+    }
+  } else {
+    unwatch_wal(d);
+    d.state_lock.reset();
+    d.ack_lock.reset();
+    if (err.empty()) err = "pipeline ended";
+    d.errors++;
+    d.restarts++;
+    d.woken_start = false;
+    if (d.stored_this_run || now - d.started_ms >= o_.healthy_ms) d.failures = 0;
+    int64_t delay = o_.backoff_min_ms;
+    for (int i = 0; i < d.failures && delay < o_.backoff_max_ms; i++) delay *= 2;
+    if (delay > o_.backoff_max_ms) delay = o_.backoff_max_ms;
+    d.failures++;
+    d.next_ms = now + delay;
+    d.phase = Db::Phase::Waiting;
+    waiting_.push_back(&d);
+    d.lag.restart();
+    log(d, "failed: " + err + "; restarting in " + std::to_string(delay) + " ms");
+  }
+}
+
+Result Supervisor::run() {
+  for (const auto& c : o_.dbs) {
+    dbs_.push_back(std::make_unique<Db>());
+    dbs_.back()->cfg = c;
+  }
+  efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd_ < 0) fail_errno("eventfd");
+  if (park_after_ > 0) {
+    ino_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (ino_ < 0) {
+      if (o_.log) o_.log("watch", std::string("inotify: ") + std::strerror(errno) + ": databases are not parked");
+      park_after_ = 0;
+    }
+  }
+  for (auto& dp : dbs_) {
+    Db& d = *dp;
+    std::string dir = dir_of(d.cfg.db);
+    by_path_[dir + "/" + base_of(d.cfg.db)] = &d;
+    if (ino_ >= 0 && !dirs_.count(dir)) {
+      int wd = inotify_add_watch(ino_, dir.c_str(), kDirMask);
+      dirs_[dir] = wd;
+      if (wd >= 0) dir_wd_[wd] = dir;
+    }
+  }
+  // One watcher per database; the first check of each, cheap, before any
+  // pipeline starts (so 10,000 databases do not all open SQLite at once).
+  const int64_t t0 = mono_ms();
+  size_t parked = 0;
+  for (auto& dp : dbs_) {
+    first_check(*dp);
+    parked += dp->phase == Db::Phase::Parked;
+  }
+  if (o_.log)
+    o_.log("watch", std::to_string(dbs_.size()) + " database" + (dbs_.size() == 1 ? "" : "s") + " checked in " +
+                        std::to_string(mono_ms() - t0) + " ms: " + std::to_string(parked) +
+                        " parked (nothing new since their acknowledgement), " + std::to_string(queue_.size()) +
+                        " to start");
+  int64_t next_metrics = 0, deadline = 0;
+  for (;;) {
+    int64_t now = mono_ms();
+    read_events();
+    for (size_t i = 0; i < running_.size();) {
+      Db* d = running_[i];
+      if (d->done == 3) {
+        reap(*d, now);  // erases it from running_
+        continue;
+      }
+      if (d->stop && d->tail_started && !d->tail_done) pthread_kill(d->tail_handle, SIGUSR1);
+      i++;
+    }
+    for (size_t i = 0; i < waiting_.size();) {
+      Db* d = waiting_[i];
+      if (stopping_ || now < d->next_ms) {
+        i++;
+        continue;
+      }
+      waiting_.erase(waiting_.begin() + long(i));
+      d->phase = Db::Phase::Queued;
+      queue_.push_back(d);
+    }
+    if (!stopping_) {
+      // Park the quiet ones; when databases wait for a slot, the one that
+      // has run longest (past its slice) yields.
+      Db* oldest = nullptr;
+      for (Db* d : running_) {
+        if (d->stop) continue;
+        int64_t quiet = std::max<int64_t>(d->active_ms, d->started_ms);
+        if (park_after_ > 0 && d->tail_started && now - quiet >= park_after_ && !d->lag.pending())
+          stop_to_park(*d);
+        else if (!oldest || d->started_ms < oldest->started_ms)
+          oldest = d;
+      }
+      if (!queue_.empty() && int(running_.size()) >= o_.max_active && oldest && ino_ >= 0 &&
+          now - oldest->started_ms >= o_.slice_ms) {
+        oldest->yielding = true;
+        stop_to_park(*oldest);
+      }
+      while (int(running_.size()) < std::max(1, o_.max_active) && !queue_.empty()) {
+        Db* d = queue_.front();
+        queue_.pop_front();
+        if (d->phase == Db::Phase::Queued) start(*d, now);
+      }
+    }
+    if (now >= next_metrics) {
+      write_metrics(o_, dbs_);
+      next_metrics = now + o_.metrics_interval_ms;
+    }
+    size_t failed = 0;
+    for (auto& dp : dbs_) failed += dp->failed;
+    if (!stopping_ && failed == dbs_.size() && !dbs_.empty()) {
+      stopping_ = true;  // nothing left to back up
+      deadline = now + o_.drain_ms;
+    }
+    if (stopping_) {
+      if (running_.empty()) {
+        write_metrics(o_, dbs_);
+        return res_;
+      }
+      if (now >= deadline) {
+        for (Db* d : running_) log(*d, "not drained within " + std::to_string(o_.drain_ms) + " ms");
+        write_metrics(o_, dbs_);
+        res_.drained = false;  // their threads still run: run() leaves us to them, the caller exits
+        if (res_.status == 0) res_.status = 1;
+        return res_;
+      }
+    }
+    // Wait for an event, a pipeline's end, a stop, or the next deadline.
+    bool kicking = false;
+    for (Db* d : running_) kicking = kicking || (d->stop && !d->tail_done);
+    int64_t timeout = kicking ? 20 : !running_.empty() ? 250 : 1000;
+    timeout = std::min<int64_t>(timeout, std::max<int64_t>(0, next_metrics - now));
+    for (Db* d : waiting_) timeout = std::min<int64_t>(timeout, std::max<int64_t>(0, d->next_ms - now));
+    pollfd fds[3] = {{efd_, POLLIN, 0}, {ino_, POLLIN, 0}, {o_.stop_fd, POLLIN, 0}};  // poll skips fds < 0
+    if (::poll(fds, 3, int(timeout)) > 0 && (fds[0].revents & POLLIN)) {
+      uint64_t v;
+      ssize_t r = ::read(efd_, &v, sizeof v);
+      (void)r;
+    }
+    if (!stopping_ && o_.wait_stop && o_.wait_stop(0)) {
+      stopping_ = true;
+      deadline = mono_ms() + o_.drain_ms;
+      for (Db* d : running_) d->stop = 1;
+    }
+  }
+}
+
+}  // namespace
+
 Result run(const Options& o) {
   struct sigaction sa {};
   sa.sa_handler = on_wake;  // no SA_RESTART: the tail's poll() returns EINTR
   sigemptyset(&sa.sa_mask);
   sigaction(SIGUSR1, &sa, nullptr);
-
-  std::vector<std::unique_ptr<Db>> dbs;
-  for (const auto& c : o.dbs) {
-    dbs.push_back(std::make_unique<Db>());
-    dbs.back()->cfg = c;
-  }
-  // One watcher per database: the state directory and its acknowledgement
-  // are locked for the whole run (a second watch, wal-tail --ack or
-  // ltx-encode --state on them refuses, naming this pid).
-  for (auto& d : dbs) {
-    mkdirs(d->cfg.state_dir);
-    d->state_lock = lock_state_dir(d->cfg.state_dir);
-    d->ack_lock = std::make_unique<StateLock>(d->cfg.state_dir + "/ack.lock");
-  }
-  if (o.log) o.log("watch", std::to_string(dbs.size()) + " database" + (dbs.size() == 1 ? "" : "s"));
-  int64_t next_metrics = 0, deadline = 0;
-  bool stopping = false;
-  Result res;
-  for (;;) {
-    int64_t now = mono_ms();
-    bool any_running = false, all_failed = true;
-    for (auto& dp : dbs) {
-      Db& d = *dp;
-      if (d.running && d.done == 3) {
-        join(d);
-        std::string err;
-        bool permanent;
-        Kind kind;
-        {
-          std::lock_guard<std::mutex> l(d.mu);
-          err = d.error;
-          permanent = d.error_permanent;
-          kind = d.error_kind;
-        }
-        if (permanent) {
-          // Retrying cannot cure it (not in WAL mode, no such file, a
-          // state of another replica, damaged data): stop this database,
-          // say why once; the others go on.
-          d.errors++;
-          d.failed = true;
-          d.failed_kind = kind;
-          if (kind == Kind::Integrity) res.status = 3;
-          else if (res.status == 0) res.status = 1;
-          d.lag.restart();
-          if (o.log) o.log(d.cfg.name, "failed: " + err + "; not restarting");
-        } else if (stopping) {
-          if (o.log) o.log(d.cfg.name, err.empty() ? "drained at TXID " + hex16(d.txid)
-                                                   : "stopped at TXID " + hex16(d.txid) + " after " + err);
-        } else {
-          if (err.empty()) err = "pipeline ended";
-          d.errors++;
-          d.restarts++;
-          if (d.stored_this_run || now - d.started_ms >= o.healthy_ms) d.failures = 0;
-          int64_t delay = o.backoff_min_ms;
-          for (int i = 0; i < d.failures && delay < o.backoff_max_ms; i++) delay *= 2;
-          if (delay > o.backoff_max_ms) delay = o.backoff_max_ms;
-          d.failures++;
-          d.next_ms = now + delay;
-          d.lag.restart();
-          if (o.log) o.log(d.cfg.name, "failed: " + err + "; restarting in " + std::to_string(delay) + " ms");
-        }
-      }
-      if (d.running && d.stop && d.tail_started && !d.tail_done) pthread_kill(d.tail_handle, SIGUSR1);
-      if (!stopping && !d.running && !d.failed && now >= d.next_ms) {
-        d.stop = 0;
-        d.done = 0;
-        d.tail_started = d.tail_done = d.stored_this_run = false;
-        {
-          std::lock_guard<std::mutex> l(d.mu);
-          d.error.clear();
-        }
-        d.running = true;
-        d.started_ms = now;
-        d.up = std::thread([&d, &o] { run_pipeline(d, o); });
-      }
-      any_running = any_running || d.running;
-      all_failed = all_failed && d.failed;
-    }
-    if (now >= next_metrics) {
-      write_metrics(o, dbs);
-      next_metrics = now + o.metrics_interval_ms;
-    }
-    if (all_failed && !dbs.empty()) stopping = true;  // nothing left to back up
-    if (stopping) {
-      if (!any_running) {
-        write_metrics(o, dbs);
-        return res;
-      }
-      if (now >= deadline) {
-        for (auto& dp : dbs)
-          if (dp->running && o.log) o.log(dp->cfg.name, "not drained within " + std::to_string(o.drain_ms) + " ms");
-        write_metrics(o, dbs);
-        for (auto& dp : dbs)
-          if (dp->running) dp.release();  // its threads still run: the caller exits
-        res.drained = false;
-        if (res.status == 0) res.status = 1;
-        return res;
-      }
-      struct timespec ts{0, 20 * 1000000};
-      nanosleep(&ts, nullptr);
-      continue;
-    }
-    if (o.wait_stop && o.wait_stop(200)) {
-      stopping = true;
-      deadline = mono_ms() + o.drain_ms;
-      for (auto& dp : dbs) dp->stop = 1;
-    }
-  }
+  // Owned past the return when pipelines were abandoned (Result::drained).
+  auto* s = new Supervisor(o);
+  Result r = s->run();
+  if (r.drained) delete s;
+  return r;
 }
 
 }  // namespace ltx::watch

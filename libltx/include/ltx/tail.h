@@ -45,6 +45,15 @@ struct Options {
 bool parse_position(const std::string& s, uint32_t* salt1, uint32_t* salt2, uint64_t* offset);
 std::string format_position(uint32_t salt1, uint32_t salt2, uint64_t offset);
 
+// True when the WAL of `db` can hold no committed frame after the position
+// (salt1, salt2, offset): its header carries these salts and no frame of that
+// generation starts at offset (frames of a generation are contiguous from
+// the first, so none can follow). Two reads of the -wal file, no lock, no
+// SQLite connection: a cheap first check for a database that may not have
+// changed. Any doubt (no WAL, another generation, a bad header, an offset
+// that is not a frame boundary, salts 0:0) is false.
+bool nothing_after(const std::string& db, uint32_t salt1, uint32_t salt2, uint64_t offset);
+
 // Refusals throw ltx::Error: Integrity for a non-SQLite file or a page size
 // change, Runtime for a non-WAL database, exclusive locking mode, or a
 // replaced database file. Returns normally at *stop or after --snapshot.

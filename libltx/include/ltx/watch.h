@@ -43,7 +43,18 @@ struct Options {
   int drain_ms = 10000;           // shutdown: bound on draining in-flight files
   std::string metrics_file;       // Prometheus text, replaced atomically; empty: none
   int metrics_interval_ms = 5000;
-  bool verbose = false;           // also log every stored file and wal-tail progress
+  // Parking: a pipeline whose tail has copied nothing for park_after_ms
+  // and whose every file is stored is stopped (drained); the database then
+  // holds no thread, connection or descriptor, only a share of one inotify
+  // watch on its directory. A change to its -wal wakes it. 0: never park.
+  int park_after_ms = 5000;
+  int max_active = 16;            // pipelines running at once; the others queue for a slot
+  int slice_ms = 10000;           // a pipeline running this long yields its slot to a queued one
+  // Readable when wait_stop has a stop to report (e.g. a signalfd): the
+  // supervisor then waits on it and on its inotify descriptor together, so
+  // that a wake-up is handled at once. -1: wait_stop(ms) is the wait.
+  int stop_fd = -1;
+  bool verbose = false;           // also log every stored file, wal-tail progress, parks and wake-ups
   // One event line for a database (name, event), e.g. ("app", "started at TXID 5").
   std::function<void(const std::string&, const std::string&)> log;
   // Called by the supervisor between ticks; may block up to ms milliseconds
@@ -69,7 +80,8 @@ struct Metrics {
   double lag_s = 0;               // age of the oldest encoded transaction not yet stored
   uint64_t bytes = 0, files = 0, errors = 0, restarts = 0;
   int64_t last_success_ms = 0;    // last stored file (0: none yet)
-  bool up = false;
+  bool up = false;                // its pipeline runs, or it is parked (nothing to send)
+  bool parked = false;            // parked: no pipeline, everything acknowledged
   bool failed = false;            // stopped for good (a permanent failure)
   // Object store requests of every run (CountingStore), by kRequestKinds.
   uint64_t requests[4] = {0, 0, 0, 0};

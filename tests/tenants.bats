@@ -1,0 +1,206 @@
+#!/usr/bin/env bats
+# walsync watch with many databases (issue 16): a quiet database parks (no
+# thread, connection or descriptor of its own) and a write to its -wal wakes
+# it; the first check of a start parks what has nothing new; pipelines share
+# a bounded number of slots.
+load test_helper/common
+
+teardown() {  # nothing outlives a failed test
+  local j
+  for j in $(jobs -p); do kill -CONT "$j" 2>/dev/null; kill "$j" 2>/dev/null; done
+  true
+}
+
+mkdb() {
+  sqlite3 "$1" >/dev/null <<'SQL'
+PRAGMA journal_mode=WAL;
+CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+SQL
+}
+
+# writer DB N DELAY [FIRST]: N small transactions, DELAY seconds apart.
+writer() {
+  python3 - "$@" <<'PY'
+import sqlite3, sys, time
+db, n, d = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+first = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+c = sqlite3.connect(db, timeout=30, isolation_level=None)
+for i in range(first, first + n):
+    c.execute("BEGIN IMMEDIATE")
+    c.execute("INSERT INTO t(v) VALUES(?)", ("row %d %s" % (i, "x" * (i * 37 % 900)),))
+    c.execute("COMMIT")
+    time.sleep(d)
+PY
+}
+
+# hold DB: the application keeps a connection open in the background (so
+# the writers' last close does not checkpoint and delete the WAL).
+hold() {
+  python3 -c "import sqlite3, time; c = sqlite3.connect('$1'); c.execute('SELECT count(*) FROM t').fetchall()
+open('$1.held', 'w').close(); time.sleep(300)" &
+  local i
+  for i in $(seq 1 300); do [ -f "$1.held" ] && return 0; sleep 0.1; done
+  return 1
+}
+
+same() {
+  [ "$(sqlite3 "$2" 'PRAGMA integrity_check')" = ok ] || { echo "$2: integrity" >&2; return 1; }
+  [ "$(sqlite3 "$1" .sha3sum)" = "$(sqlite3 "$2" .sha3sum)" ] || { echo "$1 and $2 differ" >&2; return 1; }
+}
+
+# wait_count N PATTERN FILE: until FILE has N lines matching PATTERN (60 s).
+wait_count() {
+  local i
+  for i in $(seq 1 600); do
+    [ "$(grep -c -- "$2" "$3" 2>/dev/null)" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "$3: fewer than $1 lines matching '$2'" >&2
+  cat "$3" >&2
+  return 1
+}
+
+wait_log() { wait_count 1 "$@"; }
+
+stop_watch() {
+  local pid=$1 i
+  kill -TERM "$pid"
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid"
+    echo "walsync watch did not exit within 10 s" >&2
+    return 1
+  fi
+  wait "$pid"
+}
+
+# parked_alone PID DB: the watch holds one thread and no descriptor of DB.
+parked_alone() {
+  [ "$(ls "/proc/$1/task" | wc -l)" -eq 1 ] || { ls -l "/proc/$1/task" >&2; return 1; }
+  if ls -l "/proc/$1/fd" | grep -F "$2"; then return 1; fi
+}
+
+# pages FILE: the number of pages in an LTX file.
+pages() { ltx-dump "$1" | grep -c '^Frame '; }
+
+@test "parking: a quiet database parks with no thread or descriptor; a write wakes it, it resumes at the acknowledged WAL position" {
+  cd "$T"
+  mkdb app.db
+  hold app.db
+  writer app.db 10 0
+  walsync watch -v --park-after 1s app.db -b "file://$T/rep" 2>w.log & local pid=$!
+  wait_log "app: parked at TXID" w.log
+  parked_alone "$pid" app.db
+  writer app.db 20 0.01 100
+  wait_log "app: woken: started at TXID [0-9a-f]*, WAL [0-9a-f]\{8\}:" w.log
+  wait_count 2 "app: parked at TXID" w.log
+  parked_alone "$pid" app.db
+  writer app.db 5 0 200
+  wait_count 3 "app: parked at TXID" w.log
+  stop_watch "$pid"
+  cat w.log >&2
+  # the first start resynced (no acknowledged position); every wake-up
+  # continued the WAL where the acknowledgement left it
+  [ "$(grep -c "wal-tail: resync:" w.log)" -eq 1 ]
+  [ "$(grep -c "wal-tail: resume at frame" w.log)" -ge 2 ]
+  walsync restore app -b "file://$T/rep" -o r.db
+  same app.db r.db
+}
+
+@test "parking: the application restarts the WAL while the database is parked: the wake-up resyncs, sends only changed pages, loses nothing" {
+  cd "$T"
+  mkdb app.db
+  sqlite3 app.db "INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 400)"
+  hold app.db
+  writer app.db 5 0
+  walsync watch -v --park-after 1s app.db -b "file://$T/rep" 2>w.log & local pid=$!
+  wait_log "app: parked at TXID" w.log
+  local before; before=$(ls rep/app/ltx/0 | wc -l)
+  local total; total=$(sqlite3 app.db "PRAGMA page_count")
+  [ "$total" -gt 100 ]
+  # the wake-up comes too late: the application writes, checkpoints and
+  # restarts the WAL, and writes again, all before walsync runs
+  kill -STOP "$pid"
+  python3 - <<'PY'
+import sqlite3
+c = sqlite3.connect("app.db", isolation_level=None)
+c.execute("UPDATE t SET v = 'changed before the restart' WHERE id = 7")
+busy, log, done = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+assert busy == 0 and log == done == 0, (busy, log, done)
+c.execute("UPDATE t SET v = 'changed after the restart' WHERE id = 300")
+c.execute("INSERT INTO t(v) VALUES('new row')")
+PY
+  kill -CONT "$pid"
+  wait_count 2 "app: parked at TXID" w.log
+  stop_watch "$pid"
+  cat w.log >&2
+  grep -q "app: wal-tail: resume: the WAL no longer holds the position" w.log
+  [ "$(grep -c "wal-tail: resync:" w.log)" -eq 2 ]
+  # only the changed pages went out: a few of the database's pages
+  local f n=0
+  for f in $(ls rep/app/ltx/0 | tail -n +$((before + 1))); do
+    [ "$(pages "rep/app/ltx/0/$f")" -le 6 ]
+    n=$((n + 1))
+  done
+  [ "$n" -ge 1 ]
+  walsync restore app -b "file://$T/rep" -o r.db
+  same app.db r.db
+  [ "$(sqlite3 r.db "SELECT v FROM t WHERE id = 7")" = "changed before the restart" ]
+}
+
+@test "parking: the first check of a start parks a database with nothing new (no pipeline); one that changed while walsync was down starts" {
+  cd "$T"
+  mkdb a.db; mkdb b.db
+  hold a.db; hold b.db
+  writer a.db 5 0; writer b.db 5 0
+  walsync watch a.db b.db -b "file://$T/rep" 2>w1.log & local pid=$!
+  wait_log "watch: 2 databases checked in [0-9]* ms: 0 parked" w1.log
+  for n in a b; do wait_log "$n: started at" w1.log; done
+  stop_watch "$pid"
+  writer b.db 5 0 100
+  walsync watch -v a.db b.db -b "file://$T/rep" 2>w2.log & pid=$!
+  wait_log "watch: 2 databases checked in [0-9]* ms: 1 parked (nothing new since their acknowledgement), 1 to start" w2.log
+  wait_log "b: parked at TXID" w2.log
+  parked_alone "$pid" .db
+  writer a.db 5 0 200
+  wait_log "a: woken: started at" w2.log
+  wait_log "a: parked at TXID" w2.log
+  stop_watch "$pid"
+  ! grep -q "^walsync: a: started at" w2.log
+  ! grep -q "wal-tail: resync" w2.log
+  for n in a b; do
+    walsync restore $n -b "file://$T/rep" -o r$n.db
+    same $n.db r$n.db
+  done
+}
+
+@test "parking: --max-active 1: three databases take turns in the one slot; all replicated" {
+  cd "$T"
+  for n in a b c; do mkdb $n.db; done
+  walsync watch --max-active 1 --park-after 500ms a.db b.db c.db -b "file://$T/rep" 2>w.log & local pid=$!
+  wait_log "watch: 3 databases checked in [0-9]* ms: 0 parked" w.log
+  for n in a b c; do writer $n.db 20 0.01 100 & done
+  wait $(jobs -p | grep -v "^$pid$")
+  for n in a b c; do
+    local i
+    for i in $(seq 1 300); do
+      rm -f probe.db
+      walsync restore $n -b "file://$T/rep" -o probe.db 2>/dev/null && same $n.db probe.db 2>/dev/null && break
+      sleep 0.2
+    done
+    same $n.db probe.db
+  done
+  stop_watch "$pid"
+}
+
+@test "walsync watch: --max-active and --park-after are checked" {
+  run walsync watch --max-active 0 x.db -b file:///tmp/x
+  [ "$status" -eq 2 ]
+  assert_output "walsync: --max-active: 1 to 1000"
+  run walsync watch --park-after 2d x.db -b file:///tmp/x
+  [ "$status" -eq 2 ]
+  assert_output "walsync: --park-after: at most 1d"
+}
