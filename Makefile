@@ -31,11 +31,12 @@ TOOLS    := $(TOOL_SRC:tools/%.cpp=$(BUILD)/bin/%)
 SCRIPTS  := $(wildcard tools/*.sh)
 UNIT_SRC := $(wildcard tests/unit/*.cpp)
 MANPAGES := $(wildcard man/*.[1-8])
-# The SQLite extension (man/walsync_vfs.7): libltx once more as position-
-# independent code with hidden symbols, so the shared object exports its
-# entry point alone and --gc-sections drops what the VFS does not reach.
+# libltx is compiled once, as position-independent code with hidden
+# symbols: the tools link it statically (Debian's compiler makes PIE
+# executables anyway), and the SQLite extension (man/walsync_vfs.7) links the
+# same archive into a shared object that exports its entry point alone,
+# --gc-sections dropping what the VFS does not reach.
 VFS_SO   := $(BUILD)/lib/walsync_vfs.so
-PIC_OBJ  := $(LIB_SRC:libltx/src/%.cpp=$(BUILD)/pic/libltx/%.o)
 PICFLAGS := -fPIC -fvisibility=hidden -fvisibility-inlines-hidden -ffunction-sections -fdata-sections
 LIBDIR   ?= $(PREFIX)/lib
 
@@ -49,33 +50,25 @@ help:
 # Header dependencies as the compiler saw them (-MMD): a header change
 # rebuilds only what includes it. Anything built without its .d file yet
 # depends on every header.
--include $(wildcard $(BUILD)/obj/libltx/*.d $(BUILD)/pic/libltx/*.d $(BUILD)/dep/*.d)
-$(foreach o,$(LIB_OBJ) $(PIC_OBJ),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): $(wildcard libltx/include/ltx/*.h))))
+-include $(wildcard $(BUILD)/obj/libltx/*.d $(BUILD)/dep/*.d)
+$(foreach o,$(LIB_OBJ),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): $(wildcard libltx/include/ltx/*.h))))
 $(foreach t,$(TOOLS),$(if $(wildcard $(BUILD)/dep/$(notdir $(t)).d),,$(eval $(t): $(wildcard libltx/include/ltx/*.h tools/*.h))))
 
-$(BUILD)/obj/libltx/%.o: libltx/src/%.cpp
+# (Its objects depend on the Makefile: a change of flags rebuilds them.)
+$(BUILD)/obj/libltx/%.o: libltx/src/%.cpp Makefile
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CXX     $<")
-	$(Q)$(CXX) $(ALLFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CXX) $(ALLFLAGS) $(PICFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/libltx.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/pic/libltx/%.o: libltx/src/%.cpp
-	@mkdir -p $(@D)
-	@$(if $(Q),echo "  CXX     $@")
-	$(Q)$(CXX) $(ALLFLAGS) $(PICFLAGS) -MMD -MP -c -o $@ $<
-
-$(BUILD)/libltx-pic.a: $(PIC_OBJ)
-	@$(if $(Q),echo "  AR      $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
-
-$(VFS_SO): vfs/walsync_vfs.cpp vfs/walsync_vfs.map $(BUILD)/libltx-pic.a
+$(VFS_SO): vfs/walsync_vfs.cpp vfs/walsync_vfs.map $(BUILD)/libltx.a
 	@mkdir -p $(@D) $(BUILD)/dep
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CXX) $(ALLFLAGS) $(PICFLAGS) -shared -MMD -MP -MF $(BUILD)/dep/walsync_vfs.d -MT $@ -Itools -o $@ $< \
-	  $(BUILD)/libltx-pic.a -Wl,--version-script=vfs/walsync_vfs.map -Wl,--gc-sections -Wl,--no-undefined \
+	  $(BUILD)/libltx.a -Wl,--version-script=vfs/walsync_vfs.map -Wl,--gc-sections -Wl,--no-undefined \
 	  -Wl,--as-needed $(DEPLIBS) $(LDFLAGS)
 
 $(BUILD)/bin/%: tools/%.cpp $(BUILD)/libltx.a
