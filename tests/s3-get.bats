@@ -116,3 +116,76 @@ restore_eq() {
     [ "$(sha "$T/g.db")" = 1ad4624281610353b066ca8296870b64cefc58d3a98c27305e7bb13da596626c ]
   done
 }
+
+# big_replica DIR URL: a ~14 MB snapshot (four 4 MiB parts) and 20 one-row
+# transactions after it, uploaded to URL; DIR/final.db is the database after them.
+big_replica() {
+  local d=$1 url=$2 i
+  mkdir -p "$d"
+  python3 - "$d" <<'PY' || return 1
+import shutil, sqlite3, sys
+d = sys.argv[1]
+db = sqlite3.connect(d + "/work.db", isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA wal_autocheckpoint=0")
+db.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)")
+db.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4500) "
+           "INSERT INTO t(v) SELECT randomblob(3000) FROM n")
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+shutil.copy(d + "/work.db", d + "/snap.db")
+for i in range(20):
+    db.execute("INSERT INTO t(v) VALUES(randomblob(5000))")
+    shutil.copy(d + "/work.db-wal", "%s/wal.%d" % (d, i))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+shutil.copy(d + "/work.db", d + "/final.db")
+PY
+  ltx-encode --db "$d/snap.db" -s "$d/st" | s3-put "$url" || return 1
+  for i in $(seq 0 19); do ltx-encode -s "$d/st" < "$d/wal.$i" || return 1; done | s3-put --sync-interval 0 "$url"
+}
+
+@test "s3-get --parallel: a snapshot in ranged 4 MiB parts and 20 files after it restore the same bytes at 1 and 8 connections" {
+  for url in $(backends big); do
+    rm -rf "$T/big"
+    big_replica "$T/big" "$url"
+    run s3-get -n "$url"
+    assert_success
+    [ "${#lines[@]}" -eq 21 ]
+    [ "$(cut -f2 <<<"${lines[0]}")" -gt $((12 << 20)) ]
+    for p in 1 8; do
+      rm -f "$T/p$p.db"
+      run bash -c "set -o pipefail; s3-get --parallel $p '$url' | ltx-apply '$T/p$p.db'"
+      assert_success
+      cmp "$T/p$p.db" "$T/big/final.db"
+    done
+    rm -f "$T/w.db"
+    walsync restore --parallel 3 "$url" -o "$T/w.db"
+    cmp "$T/w.db" "$T/big/final.db"
+  done
+  run s3-get --parallel 0 "$url"
+  assert_failure 2
+  run s3-get --parallel 65 "$url"
+  assert_failure 2
+}
+
+@test "s3-get --parallel 8: a damaged part in the middle of the snapshot is exit 3, and walsync restore leaves no output" {
+  for url in $(backends dmg); do
+    rm -rf "$T/big"
+    big_replica "$T/big" "$url"
+    local name key; name=$(s3-get -n "$url" | head -1 | cut -f1)
+    [[ $name == 0/0000000000000001-* ]]
+    key=$url/0000/${name#0/}
+    # 8 bytes in the third 4 MiB part: the snapshot's checksums no longer match
+    if [[ $url == file://* ]]; then cp "$T/dmg/ltx/$name" "$T/snap.ltx"; else s3-get --raw "$key" > "$T/snap.ltx"; fi
+    printf 'XXXXXXXX' | dd of="$T/snap.ltx" bs=1 seek=$((9 << 20)) conv=notrunc 2>/dev/null
+    if [[ $url == file://* ]]; then cp "$T/snap.ltx" "$T/dmg/ltx/$name"; else s3-put --raw "$key" < "$T/snap.ltx"; fi
+    rm -f "$T/out.db"
+    run bash -c "set -o pipefail; s3-get --parallel 8 '$url' | ltx-apply '$T/out.db'"
+    assert_failure 3
+    [ ! -e "$T/out.db" ]
+    run walsync restore --parallel 8 "$url" -o "$T/out.db"
+    assert_failure 3
+    [ ! -e "$T/out.db" ]
+    run ls -A "$T"
+    refute_output --partial ".tmp-"
+  done
+}

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "ltx/bytes.h"
+#include "ltx/fetch.h"
 #include "ltx/follow.h"
 #include "ltx/ltx.h"
 #include "ltx/replica.h"
@@ -23,6 +24,7 @@ struct Options {
   std::string url, txid, timestamp, interval = "1s", max_interval = "30s", after;
   std::vector<std::string> exclude;  // LEVEL/MIN-MAX.ltx names the plan must not use
   bool dry_run = false, raw = false, follow = false;
+  int parallel = 8;  // concurrent GETs of a restore
   s3cli::Flags s3;
 };
 
@@ -133,14 +135,24 @@ int run(const Options& o) {
     out.flush();
     return cli::kOk;
   }
+  // Up to --parallel GETs at once (ranged for big files), delivered in
+  // plan order; one connection each, so one store each.
   ltx::PlanCheckWriter check(out);
-  for (auto& f : plan.files) {
-    check.begin(f);
-    uint64_t n = store->get(f.key, check);
-    if (!store->sealed() && n != f.size) ltx::fail_integrity(f.key + ": got " + std::to_string(n) + " bytes, listed " + std::to_string(f.size));
-    check.end();
-    if (o.s3.verbose) cli::error(f.key + ": sent " + std::to_string(n) + " bytes");
-  }
+  std::vector<ltx::FetchObject> objs;
+  for (auto& f : plan.files) objs.push_back({f.key, f.size});
+  ltx::FetchOptions fo;
+  fo.parallel = o.parallel;
+  fo.ranged = !store->sealed();
+  fo.tmpdir = cfg.tmpdir;
+  ltx::fetch_ordered(
+      objs, [&] { return ltx::open_store(loc, cfg); }, fo, check, [&](size_t i) { check.begin(plan.files[i]); },
+      [&](size_t i, uint64_t n) {
+        const auto& f = plan.files[i];
+        if (!store->sealed() && n != f.size)
+          ltx::fail_integrity(f.key + ": got " + std::to_string(n) + " bytes, listed " + std::to_string(f.size));
+        check.end();
+        if (o.s3.verbose) cli::error(f.key + ": sent " + std::to_string(n) + " bytes");
+      });
   out.flush();
   return cli::kOk;
 }
@@ -164,6 +176,8 @@ int main(int argc, char** argv) {
   app.add_option("--after", o.after, "--follow: start after this TXID (hex) instead of restoring")->needs(fl);
   app.add_option("--exclude", o.exclude, "plan without this replica file (LEVEL/MIN-MAX.ltx, as --dry-run prints it); repeatable")
       ->excludes(raw)->excludes(fl);
+  app.add_option("--parallel", o.parallel, "restore: download up to N objects or 4 MiB parts at once (default 8)")
+      ->check(CLI::Range(1, ltx::kMaxParallel))->excludes(raw)->excludes(fl);
   app.add_option("--max-keys", o.s3.max_keys, "ListObjectsV2 page size (default 1000)")->check(CLI::Range(1, 1000));
   s3cli::add_flags(app, o.s3);
   return cli::run(app, argc, argv, [&] { return run(o); });

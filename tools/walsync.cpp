@@ -26,6 +26,7 @@
 #include "ltx/apply.h"
 #include "ltx/bytes.h"
 #include "ltx/encode.h"
+#include "ltx/fetch.h"
 #include "ltx/follow.h"
 #include "ltx/replica.h"
 #include "ltx/watch.h"
@@ -349,6 +350,7 @@ int watch(Common& c, Watch& w) {
 struct Restore {
   std::string target, out, txid, timestamp;
   bool if_not_exists = false, litestream_v3 = false;
+  int parallel = 0;  // s3-get --parallel (0: its default)
 };
 
 int restore(Common& c, Restore& r) {
@@ -370,6 +372,7 @@ int restore(Common& c, Restore& r) {
   Argv apply = {"ltx-apply", r.out};
   if (c.s3.verbose) apply.insert(apply.begin() + 1, "-v");
   if (r.litestream_v3) return run_pipeline({s3_cmd("ls3-get", c.s3, args + Argv{url}), apply}, 1, true);
+  if (r.parallel) args.insert(args.end(), {"--parallel", std::to_string(r.parallel)});
   // A damaged file (status 3) in the plan: plan again without its snapshot,
   // so that an older snapshot and the files after it can restore; every
   // result is checked file by file all the same (post-apply checksums).
@@ -541,6 +544,8 @@ int main(int argc, char** argv) {
   re->add_option("--timestamp", r.timestamp, "restore to the last file at or before this RFC 3339 time")->excludes(tx);
   re->add_flag("--litestream-v3", r.litestream_v3, "the replica was written by Litestream v0.3 (generations/ layout; --txid is its WAL index)");
   re->add_flag("--if-not-exists", r.if_not_exists, "do nothing (exit 0) if OUTPUT exists");
+  re->add_option("--parallel", r.parallel, "download up to N objects or 4 MiB parts at once (default 8)")
+      ->check(CLI::Range(1, ltx::kMaxParallel))->excludes(re->get_option("--litestream-v3"));
 
   Replicate rp;
   auto* rpc = app.add_subcommand("replicate", "keep a live read replica that follows a replica");
