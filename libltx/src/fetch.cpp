@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -23,20 +24,42 @@ struct Part {
   bool last = false;  // the object's last part
 };
 
-// A part's bytes, refused past cap (an object longer than listed) and
-// abandoned once the fetch is cancelled.
-class PartWriter : public Writer {
+// A part's bytes: in one of the pool's part_size buffers, or, past it (a
+// whole object of a sealed store), all in an unlinked temp file. Refused
+// past cap (an object longer than listed) and abandoned once the fetch is
+// cancelled.
+class PartBuf : public Writer {
  public:
-  PartWriter(Spool& s, uint64_t cap, const std::string& key, uint64_t listed, const std::atomic<bool>& cancel)
-      : s_(s), cap_(cap), key_(key), listed_(listed), cancel_(cancel) {}
+  PartBuf(uint8_t* mem, size_t mem_size, const std::string& tmpdir, uint64_t cap, const std::string& key,
+          uint64_t listed, const std::atomic<bool>& cancel)
+      : mem_(mem), mem_size_(mem_size), tmpdir_(tmpdir), cap_(cap), key_(key), listed_(listed), cancel_(cancel) {}
   void write(const void* p, size_t n) override {
     if (cancel_) fail_runtime("cancelled");
-    if (n > cap_ - s_.size()) fail_integrity(key_ + ": longer than the listed " + std::to_string(listed_) + " bytes");
-    s_.write(p, n);
+    if (n > cap_ - size()) fail_integrity(key_ + ": longer than the listed " + std::to_string(listed_) + " bytes");
+    if (!spill_ && n <= mem_size_ - used_) {
+      std::memcpy(mem_ + used_, p, n);
+      used_ += n;
+      return;
+    }
+    if (!spill_) {
+      spill_ = std::make_unique<Spool>(0, tmpdir_);
+      spill_->write(mem_, used_);
+    }
+    spill_->write(p, n);
   }
+  uint64_t size() const { return spill_ ? spill_->size() : used_; }
+  void copy_to(Writer& out, std::vector<uint8_t>& buf) {
+    if (!spill_) return out.write(mem_, used_);
+    auto r = spill_->reader();
+    for (size_t k; (k = r->read(buf.data(), buf.size())) != 0;) out.write(buf.data(), k);
+  }
+  uint8_t* mem() const { return mem_; }
 
  private:
-  Spool& s_;
+  uint8_t* mem_;
+  size_t mem_size_, used_ = 0;
+  const std::string& tmpdir_;
+  std::unique_ptr<Spool> spill_;
   uint64_t cap_;
   const std::string& key_;
   uint64_t listed_;
@@ -44,7 +67,7 @@ class PartWriter : public Writer {
 };
 
 struct Slot {
-  std::unique_ptr<Spool> data;
+  std::unique_ptr<PartBuf> data;
   std::exception_ptr err;
   bool done = false;
 };
@@ -76,6 +99,15 @@ void fetch_ordered(const std::vector<FetchObject>& objs, const std::function<std
   std::condition_variable cv;
   size_t next = 0, consumed = 0, failed_at = SIZE_MAX;
   std::atomic<bool> cancel{false};
+  // One buffer per part the window admits, allocated up front (untouched
+  // pages cost nothing) and reused: the bound does not depend on how the
+  // allocator keeps freed blocks across threads.
+  std::vector<std::unique_ptr<uint8_t[]>> pool;
+  std::vector<uint8_t*> free_bufs;
+  for (size_t b = 0; b < std::min(window, parts.size()); b++) {
+    pool.emplace_back(new uint8_t[psize]);
+    free_bufs.push_back(pool.back().get());
+  }
 
   const size_t nworkers = std::min<size_t>(size_t(o.parallel), parts.size());
   std::vector<std::unique_ptr<Store>> stores;
@@ -84,26 +116,28 @@ void fetch_ordered(const std::vector<FetchObject>& objs, const std::function<std
   auto work = [&](Store& store) {
     for (;;) {
       size_t p;
+      uint8_t* mem;
       {
         std::unique_lock<std::mutex> lk(mu);
         cv.wait(lk, [&] { return cancel || next >= parts.size() || next >= failed_at || next < consumed + window; });
         if (cancel || next >= parts.size() || next >= failed_at) return;
         p = next++;
+        mem = free_bufs.back();  // claimed parts not yet consumed <= window = buffers
+        free_bufs.pop_back();
       }
       const Part& pt = parts[p];
       const FetchObject& ob = objs[pt.obj];
-      auto spool = std::make_unique<Spool>(size_t(psize), o.tmpdir);
+      auto data = std::make_unique<PartBuf>(mem, size_t(psize), o.tmpdir, pt.cap, ob.key, ob.size, cancel);
       std::exception_ptr err;
       try {
-        PartWriter w(*spool, pt.cap, ob.key, ob.size, cancel);
-        uint64_t n = store.get(ob.key, w, pt.off, pt.len);
+        uint64_t n = store.get(ob.key, *data, pt.off, pt.len);
         if (pt.len >= 0 && n != uint64_t(pt.len))
           fail_integrity(ob.key + ": shorter than the listed " + std::to_string(ob.size) + " bytes");
       } catch (...) {
         err = std::current_exception();
       }
       std::lock_guard<std::mutex> lk(mu);
-      slots[p].data = std::move(spool);
+      slots[p].data = std::move(data);
       slots[p].err = err;
       slots[p].done = true;
       if (err) failed_at = std::min(failed_at, p);
@@ -133,21 +167,21 @@ void fetch_ordered(const std::vector<FetchObject>& objs, const std::function<std
   for (size_t p = 0; p < parts.size(); p++) {
     const Part& pt = parts[p];
     if (pt.off == 0) begin(pt.obj), bytes = 0;
-    std::unique_ptr<Spool> data;
+    std::unique_ptr<PartBuf> data;
     {
       std::unique_lock<std::mutex> lk(mu);
       cv.wait(lk, [&] { return slots[p].done; });
       if (slots[p].err) std::rethrow_exception(slots[p].err);
       data = std::move(slots[p].data);
     }
-    auto r = data->reader();
-    for (size_t k; (k = r->read(buf.data(), buf.size())) != 0;) out.write(buf.data(), k);
+    data->copy_to(out, buf);
     bytes += data->size();
-    data.reset();
     {
       std::lock_guard<std::mutex> lk(mu);
+      free_bufs.push_back(data->mem());
       consumed = p + 1;
     }
+    data.reset();
     cv.notify_all();
     if (pt.last) end(pt.obj, bytes);
   }
