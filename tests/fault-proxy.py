@@ -3,7 +3,7 @@
 
 usage: fault-proxy.py --upstream PORT --port-file FILE --log FILE
                       [--faults LIST] [--always FAULT] [--lifetime SECONDS]
-                      [--delay-ms MS]
+                      [--delay-ms MS] [--rate BYTES_PER_SECOND]
 
 Requests are forwarded verbatim (Host header included, so SigV4 signatures
 stay valid) to 127.0.0.1:UPSTREAM. LIST is comma-separated [METHOD:]KIND
@@ -19,7 +19,10 @@ KIND:
 Every request is logged to FILE as "METHOD PATH FAULT" (FAULT "-" when
 passed through). The proxy exits after --lifetime seconds (default 300).
 --delay-ms holds every request that long before it is answered (a distant
-store's round trip, for bench/vfs).
+store's round trip, for bench/vfs and bench/restore). --rate sends each
+response body at most that fast on its connection (a real bucket's
+per-connection bandwidth, for bench/restore); bodies passed through without
+a fault are then streamed, not buffered.
 """
 import argparse
 import http.client
@@ -36,6 +39,7 @@ QUEUE = []
 ALWAYS = None
 LOG = None
 DELAY = 0.0
+RATE = 0.0
 
 
 def take_fault(method):
@@ -88,6 +92,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             up.putheader(k, v)
         up.endheaders(body if body or n else None)
         r = up.getresponse()
+        if fault is None and RATE and self.command != "HEAD" and r.getheader("Content-Length"):
+            self.send_response_only(r.status, r.reason)
+            for k, v in r.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "keep-alive"):
+                    self.send_header(k, v)
+            self.end_headers()
+            t0, sent = time.time(), 0
+            while True:
+                chunk = r.read(64 * 1024)
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                ahead = sent / RATE - (time.time() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            up.close()
+            return
         data = r.read() if self.command != "HEAD" else b""
         self.send_response_only(r.status, r.reason)
         for k, v in r.getheaders():
@@ -138,8 +160,11 @@ def main():
     ap.add_argument("--always")
     ap.add_argument("--lifetime", type=float, default=300)
     ap.add_argument("--delay-ms", type=float, default=0)
+    ap.add_argument("--rate", type=float, default=0, help="bytes per second per response body")
     a = ap.parse_args()
     DELAY = a.delay_ms / 1000.0
+    global RATE
+    RATE = a.rate
     UPSTREAM = a.upstream
     LOG = a.log
     QUEUE.extend(parse_item(s) for s in a.faults.split(",") if s)
