@@ -4,45 +4,7 @@
 # TXID of the replica must restore; one watcher per database; s3-verify
 # proves what it calls restorable by replaying the chain.
 load test_helper/common
-
-mkdb() {
-  sqlite3 "$1" >/dev/null <<'SQL'
-PRAGMA journal_mode=WAL;
-CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-SQL
-}
-
-# writer DB N DELAY [FIRST]: N small transactions, DELAY seconds apart.
-writer() {
-  python3 - "$@" <<'PY'
-import sqlite3, sys, time
-db, n, d = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-first = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-c = sqlite3.connect(db, timeout=30, isolation_level=None)
-for i in range(first, first + n):
-    c.execute("BEGIN IMMEDIATE")
-    c.execute("INSERT INTO t(v) VALUES(?)", ("row %d %s" % (i, "x" * (i * 37 % 900)),))
-    if i % 10 == 0:
-        c.execute("UPDATE t SET v = v || '!' WHERE id % 7 = ?", (i % 7,))
-    c.execute("COMMIT")
-    time.sleep(d)
-PY
-}
-
-stop_watch() {
-  local pid=$1 i
-  kill -TERM "$pid"
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid"
-    echo "walsync watch did not exit within 10 s" >&2
-    return 1
-  fi
-  wait "$pid"
-}
+load test_helper/watch
 
 # latest REPDIR: the highest MaxTXID of the level-0 files (hex).
 latest() { ls "$1/ltx/0" | sed 's/.*-\(.*\)\.ltx/\1/' | sort | tail -1; }

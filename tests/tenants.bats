@@ -4,34 +4,9 @@
 # it; the first check of a start parks what has nothing new; pipelines share
 # a bounded number of slots.
 load test_helper/common
-
-teardown() {  # nothing outlives a failed test
-  local j
-  for j in $(jobs -p); do kill -CONT "$j" 2>/dev/null; kill "$j" 2>/dev/null; done
-  true
-}
-
-mkdb() {
-  sqlite3 "$1" >/dev/null <<'SQL'
-PRAGMA journal_mode=WAL;
-CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-SQL
-}
-
-# writer DB N DELAY [FIRST]: N small transactions, DELAY seconds apart.
-writer() {
-  python3 - "$@" <<'PY'
-import sqlite3, sys, time
-db, n, d = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-first = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-c = sqlite3.connect(db, timeout=30, isolation_level=None)
-for i in range(first, first + n):
-    c.execute("BEGIN IMMEDIATE")
-    c.execute("INSERT INTO t(v) VALUES(?)", ("row %d %s" % (i, "x" * (i * 37 % 900)),))
-    c.execute("COMMIT")
-    time.sleep(d)
-PY
-}
+load test_helper/watch
+# appends alone: a wake-up test counts the pages each file carries
+export WRITER_APPEND=1
 
 # hold DB: the application keeps a connection open in the background (so
 # the writers' last close does not checkpoint and delete the WAL).
@@ -41,11 +16,6 @@ open('$1.held', 'w').close(); time.sleep(300)" &
   local i
   for i in $(seq 1 300); do [ -f "$1.held" ] && return 0; sleep 0.1; done
   return 1
-}
-
-same() {
-  [ "$(sqlite3 "$2" 'PRAGMA integrity_check')" = ok ] || { echo "$2: integrity" >&2; return 1; }
-  [ "$(sqlite3 "$1" .sha3sum)" = "$(sqlite3 "$2" .sha3sum)" ] || { echo "$1 and $2 differ" >&2; return 1; }
 }
 
 # wait_count N PATTERN FILE: until FILE has N lines matching PATTERN (60 s).
@@ -61,21 +31,6 @@ wait_count() {
 }
 
 wait_log() { wait_count 1 "$@"; }
-
-stop_watch() {
-  local pid=$1 i
-  kill -TERM "$pid"
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid"
-    echo "walsync watch did not exit within 10 s" >&2
-    return 1
-  fi
-  wait "$pid"
-}
 
 # parked_alone PID DB: the watch holds one thread and no descriptor of DB.
 parked_alone() {

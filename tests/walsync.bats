@@ -5,61 +5,7 @@
 # config errors, the shell examples, and walsync(1)'s EXAMPLES.
 load test_helper/common
 load test_helper/s3
-
-teardown() {  # nothing outlives a failed test
-  local j
-  for j in $(jobs -p); do kill "$j" 2>/dev/null; done
-  true
-}
-
-# mkdb DB: an empty WAL-mode database with table t.
-mkdb() {
-  sqlite3 "$1" >/dev/null <<'SQL'
-PRAGMA journal_mode=WAL;
-CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-SQL
-}
-
-# writer DB N DELAY [FIRST]: N small transactions, DELAY seconds apart.
-writer() {
-  python3 - "$@" <<'PY'
-import sqlite3, sys, time
-db, n, d = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-first = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-c = sqlite3.connect(db, timeout=30, isolation_level=None)
-for i in range(first, first + n):
-    c.execute("BEGIN IMMEDIATE")
-    c.execute("INSERT INTO t(v) VALUES(?)", ("row %d %s" % (i, "x" * (i * 37 % 900)),))
-    if i % 10 == 0:
-        c.execute("UPDATE t SET v = v || '!' WHERE id % 7 = ?", (i % 7,))
-    c.execute("COMMIT")
-    time.sleep(d)
-PY
-}
-
-# same DB RESTORED: equal content and a clean integrity check.
-same() {
-  [ "$(sqlite3 "$2" 'PRAGMA integrity_check')" = ok ] || { echo "$2: integrity" >&2; return 1; }
-  local a b
-  a=$(sqlite3 "$1" .sha3sum) b=$(sqlite3 "$2" .sha3sum)
-  [ "$a" = "$b" ] || { echo "$1 vs $2: $a != $b" >&2; return 1; }
-}
-
-# stop_watch PID MAXSEC: SIGTERM, then require exit 0 within MAXSEC.
-stop_watch() {
-  local pid=$1 max=$2 i
-  kill -TERM "$pid"
-  for i in $(seq 1 $((max * 10))); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "walsync watch did not exit within ${max}s" >&2
-    kill -KILL "$pid"
-    return 1
-  fi
-  wait "$pid"
-}
+load test_helper/watch
 
 # caught_up BASE NAME DB: until a restore of replica NAME under BASE equals
 # DB (60 s): whatever the machine's load, the watch has stored every commit.
