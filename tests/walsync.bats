@@ -500,6 +500,19 @@ small_replica() {
   [ ! -e out.db ]
 }
 
+@test "walsync restore: a plan that fails after its first file leaves no output (ltx-apply had committed the snapshot)" {
+  cd "$T"
+  mkdir -p rep/app/ltx/0
+  cp "$WALSYNC_VECTORS/ltx/snap_big.ltx" rep/app/ltx/0/0000000000000001-0000000000000001.ltx
+  cp "$WALSYNC_VECTORS/ltx/snap_big.ltx" rep/app/ltx/0/0000000000000002-0000000000000002.ltx
+  run walsync restore app -b "file://$T/rep" -o out.db
+  assert_failure 3
+  assert_output --partial "0000000000000002-0000000000000002.ltx: header TXIDs"
+  [ ! -e out.db ]
+  run ls -A
+  assert_output "rep"
+}
+
 @test "walsync restore: a replica that is not there is one line from s3-get, not a second from ltx-apply" {
   cd "$T"
   mkdir rep

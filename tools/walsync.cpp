@@ -353,22 +353,9 @@ struct Restore {
   int parallel = 0;  // s3-get --parallel (0: its default)
 };
 
-int restore(Common& c, Restore& r) {
-  c.load();
-  struct stat st {};
-  if (::stat(r.out.c_str(), &st) == 0) {
-    if (r.if_not_exists) return cli::kOk;
-    ltx::fail_runtime(r.out + ": exists (remove it, or give --if-not-exists)");
-  }
-  // Before anything is fetched: a hot journal beside OUTPUT (ltx-apply
-  // would refuse it too, after the first bytes arrived).
-  ltx::settle_journal(r.out, 60000);
-  // A Litestream v0.3 replica (generations/...) is read by ls3-get, so users
-  // of Litestream can move over; --txid then means the WAL index.
-  Argv args;
-  if (!r.txid.empty()) args.insert(args.end(), {r.litestream_v3 ? "--index" : "--txid", r.txid});
-  if (!r.timestamp.empty()) args.insert(args.end(), {"--timestamp", r.timestamp});
-  const std::string url = c.resolve(r.target);
+// The restore pipeline into r.out: s3-get (ls3-get for a Litestream v0.3
+// replica) | ltx-apply, falling back to older snapshots.
+int restore_into(Common& c, Restore& r, const std::string& url, Argv args) {
   Argv apply = {"ltx-apply", r.out};
   if (c.s3.verbose) apply.insert(apply.begin() + 1, "-v");
   if (r.litestream_v3) return run_pipeline({s3_cmd("ls3-get", c.s3, args + Argv{url}), apply}, 1, true);
@@ -389,6 +376,30 @@ int restore(Common& c, Restore& r) {
     log_line(url, "restore from snapshot " + snap + " failed; trying an older snapshot");
     args = older;
   }
+}
+
+int restore(Common& c, Restore& r) {
+  c.load();
+  struct stat st {};
+  if (::stat(r.out.c_str(), &st) == 0) {
+    if (r.if_not_exists) return cli::kOk;
+    ltx::fail_runtime(r.out + ": exists (remove it, or give --if-not-exists)");
+  }
+  // Before anything is fetched: a hot journal beside OUTPUT (ltx-apply
+  // would refuse it too, after the first bytes arrived).
+  ltx::settle_journal(r.out, 60000);
+  // A Litestream v0.3 replica (generations/...) is read by ls3-get, so users
+  // of Litestream can move over; --txid then means the WAL index.
+  Argv args;
+  if (!r.txid.empty()) args.insert(args.end(), {r.litestream_v3 ? "--index" : "--txid", r.txid});
+  if (!r.timestamp.empty()) args.insert(args.end(), {"--timestamp", r.timestamp});
+  const std::string url = c.resolve(r.target);
+  int rc = restore_into(c, r, url, args);
+  // OUTPUT did not exist: a failed restore leaves none behind (ltx-apply
+  // commits file by file, so a source that fails mid-plan would otherwise
+  // leave an older state under the name asked for).
+  if (rc != cli::kOk) ::unlink(r.out.c_str());
+  return rc;
 }
 
 struct Replicate {
