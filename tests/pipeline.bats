@@ -10,7 +10,12 @@ pipeline_start() {  # pipeline_start DB URL [S3-PUT-FLAG...]: wal-tail | ltx-enc
     _ "$1" "$2" "$T/ack" "$T/st" "${@:3}" > /dev/null 2>> "$T/pipeline.log" 3>&- &
   PIPE=$!
 }
-pipeline_stop() { kill -- "-$PIPE" 2>/dev/null; wait "$PIPE" 2>/dev/null || true; }
+pipeline_stop() {  # SIGTERM the group and wait until every member is gone: bash may reap
+  # before wal-tail has exited, and wal-tail holds the state lock until then
+  kill -- "-$PIPE" 2>/dev/null; wait "$PIPE" 2>/dev/null || true
+  local i; for i in $(seq 1 100); do kill -0 -- "-$PIPE" 2>/dev/null || return 0; sleep 0.1; done
+  fail "pipeline group $PIPE still alive 10 s after SIGTERM"
+}
 
 teardown() {  # nothing outlives a failed test
   [ -n "${PIPE:-}" ] && kill -9 -- "-$PIPE" 2>/dev/null
