@@ -10,11 +10,11 @@ pipeline_start() {  # pipeline_start DB URL [S3-PUT-FLAG...]: wal-tail | ltx-enc
     _ "$1" "$2" "$T/ack" "$T/st" "${@:3}" > /dev/null 2>> "$T/pipeline.log" 3>&- &
   PIPE=$!
 }
-pipeline_stop() {  # SIGTERM the group and wait until every member is gone: bash may reap
-  # before wal-tail has exited, and wal-tail holds the state lock until then
-  kill -- "-$PIPE" 2>/dev/null; wait "$PIPE" 2>/dev/null || true
+pipeline_stop() {  # pipeline_stop [SIG]: signal the group (TERM) and wait until every member
+  # is gone: bash may be reaped before wal-tail has exited, and wal-tail holds the state lock until then
+  kill -"${1:-TERM}" -- "-$PIPE" 2>/dev/null; wait "$PIPE" 2>/dev/null || true
   local i; for i in $(seq 1 100); do kill -0 -- "-$PIPE" 2>/dev/null || return 0; sleep 0.1; done
-  fail "pipeline group $PIPE still alive 10 s after SIGTERM"
+  fail "pipeline group $PIPE still alive 10 s after SIG${1:-TERM}"
 }
 
 teardown() {  # nothing outlives a failed test
@@ -177,7 +177,7 @@ for i in range(1, 1001):
   rm -f "$T/probe.db"; s3-get "$url" | ltx-apply "$T/probe.db"
   [ "$(sqlite3 "$T/probe.db" 'select count(*) from t')" = 2 ]
   # killed with a pending file: it was never acknowledged, so it is redone
-  kill -9 -- "-$PIPE"; wait "$PIPE" 2>/dev/null || true
+  pipeline_stop KILL
   pipeline_start "$T/a.db" "$url" --sync-interval 0
   wait_for_count "$url" 3
   pipeline_stop
