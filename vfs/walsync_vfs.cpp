@@ -190,10 +190,13 @@ ltx::ViewOptions options(const char* name) {
       ltx::fail(ltx::Kind::Usage, "cachesize=" + cache + ": want a size from 64K to 1T (8M, 1G)");
     o.cache_bytes = size_t(c);
   }
+  // file (the default): every file streamed once, every page served
+  // proven; structure (page, its older name): frames checked for what they
+  // show, a changed byte inside compressed data not caught.
   std::string verify = param(name, "verify");
-  if (verify == "file") o.verify_files = true;
-  else if (!verify.empty() && verify != "page")
-    ltx::fail(ltx::Kind::Usage, "verify=" + verify + ": want page or file");
+  if (verify == "structure" || verify == "page") o.verify = ltx::ViewOptions::Verify::Structure;
+  else if (!verify.empty() && verify != "file")
+    ltx::fail(ltx::Kind::Usage, "verify=" + verify + ": want file (the default) or structure");
   return o;
 }
 
@@ -233,8 +236,11 @@ int x_open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* 
     p->replica = new std::string(replica);
     p->page = new std::vector<uint8_t>();
   } catch (const ltx::Error& e) {
-    report(p->quiet, SQLITE_CANTOPEN, replica.empty() ? std::string("walsync") : replica, e.what());
-    return SQLITE_CANTOPEN;
+    // A damaged or missing replica file is the database's defect, not the
+    // name's: SQLITE_CORRUPT ("database disk image is malformed").
+    int rc = error_rc(e, SQLITE_CANTOPEN);
+    report(p->quiet, rc, replica.empty() ? std::string("walsync") : replica, e.what());
+    return rc;
   } catch (const std::exception& e) {
     report(p->quiet, SQLITE_CANTOPEN, replica, e.what());
     return SQLITE_CANTOPEN;

@@ -1,11 +1,19 @@
-// vfs.cpp - a replica read in place (vfs.h): page indexes from ranged
-// reads, frames fetched and checked on demand, an LRU page cache, a view
-// that holds one TXID between transactions.
+// vfs.cpp - a replica read in place (vfs.h): page indexes from a streamed
+// read of each file (or its head and tail), frames fetched and checked on
+// demand, an LRU page cache, a view that holds one TXID between
+// transactions.
 #include "ltx/vfs.h"
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "ltx/bytes.h"
 #include "ltx/error.h"
@@ -16,11 +24,7 @@ namespace {
 
 std::string u(uint64_t v) { return std::to_string(v); }
 
-constexpr uint64_t kMaxFrameBytes = 0xffffff;  // fits the 24 bits of PageIndex::frames
-
-uint32_t sum32(uint32_t pgno, const uint8_t* page, uint32_t ps) {
-  return uint32_t(page_checksum(pgno, page, ps));
-}
+constexpr uint64_t kMaxFrameBytes = 0xffffff;  // far above any frame: an LZ4 bound of 64 KiB plus headers
 
 void check_names(const ReplicaFile& f, const Header& h) {
   if (h.min_txid != f.min_txid || h.max_txid != f.max_txid)
@@ -36,7 +40,112 @@ std::string get_range(Store& s, const std::string& key, uint64_t off, uint64_t n
   return std::move(w.s);
 }
 
+// One GET of a whole object read as a stream: the transfer runs in a
+// thread of its own and hands its bytes over through a bounded buffer, so
+// the decoder pulls what the one request pushes (s3-get | ltx-apply in one
+// process). A transfer error reaches read() after the bytes before it;
+// destroying the stream early cancels the transfer.
+class GetStream : public Reader {
+ public:
+  GetStream(Store& s, const std::string& key, size_t cap = 256u << 10) : buf_(cap) {
+    t_ = std::thread([this, &s, key] {
+      std::exception_ptr err;
+      try {
+        Sink w(*this);
+        s.get(key, w);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      std::lock_guard<std::mutex> g(m_);
+      err_ = err;
+      done_ = true;
+      cv_.notify_all();
+    });
+  }
+  ~GetStream() override {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      cancel_ = true;
+    }
+    cv_.notify_all();
+    t_.join();
+  }
+  size_t read(void* out, size_t n) override {
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [&] { return len_ > 0 || done_; });
+    if (len_ == 0) {
+      if (err_) std::rethrow_exception(err_);
+      return 0;
+    }
+    size_t k = std::min({n, len_, buf_.size() - head_});
+    std::memcpy(out, buf_.data() + head_, k);
+    head_ = (head_ + k) % buf_.size();
+    len_ -= k;
+    cv_.notify_all();
+    return k;
+  }
+
+ private:
+  struct Sink : Writer {
+    explicit Sink(GetStream& g) : g(g) {}
+    void write(const void* p, size_t n) override { g.put(static_cast<const uint8_t*>(p), n); }
+    GetStream& g;
+  };
+  void put(const uint8_t* p, size_t n) {
+    const size_t cap = buf_.size();
+    std::unique_lock<std::mutex> l(m_);
+    while (n) {
+      cv_.wait(l, [&] { return len_ < cap || cancel_; });
+      if (cancel_) fail_runtime("read abandoned");
+      size_t at = (head_ + len_) % cap, k = std::min({n, cap - len_, cap - at});
+      std::memcpy(buf_.data() + at, p, k);
+      len_ += k;
+      p += k;
+      n -= k;
+      cv_.notify_all();
+    }
+  }
+  std::vector<uint8_t> buf_;
+  size_t head_ = 0, len_ = 0;
+  bool done_ = false, cancel_ = false;
+  std::exception_ptr err_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::thread t_;
+};
+
+// Hashes every byte read through it since the last reset(): the decoder
+// reads a frame exactly, so after next_page() it holds the frame's hash.
+class HashingReader : public Reader {
+ public:
+  explicit HashingReader(Reader& r) : r_(r) { reset(); }
+  size_t read(void* buf, size_t n) override {
+    size_t k = r_.read(buf, n);
+    XXH3_64bits_update(&st_, buf, k);
+    return k;
+  }
+  void reset() { XXH3_64bits_reset(&st_); }
+  uint64_t digest() { return XXH3_64bits_digest(&st_); }
+
+ private:
+  Reader& r_;
+  XXH3_state_t st_;
+};
+
 }  // namespace
+
+uint64_t frame_hash(const void* p, size_t n) { return XXH3_64bits(p, n); }
+
+uint64_t PageIndex::offset(size_t i) const {
+  uint64_t hi = uint64_t(std::upper_bound(wraps.begin(), wraps.end(), uint32_t(i)) - wraps.begin());
+  return hi << 32 | offs[i];
+}
+
+void PageIndex::add(uint32_t pgno, uint64_t off) {
+  while (wraps.size() < (off >> 32)) wraps.push_back(uint32_t(offs.size()));
+  pgnos.push_back(pgno);
+  offs.push_back(uint32_t(off));
+}
 
 long PageIndex::find(uint32_t pgno) const {
   auto it = std::lower_bound(pgnos.begin(), pgnos.end(), pgno);
@@ -104,7 +213,7 @@ PageIndex read_page_index(Store& s, const ReplicaFile& f, size_t head_bytes, con
       uint64_t at = kHeaderSize, last = 0;
       const uint64_t max_entries = ilen / 3;
       idx.pgnos.reserve(size_t(std::min<uint64_t>(max_entries, entries + 1)));
-      idx.frames.reserve(idx.pgnos.capacity());
+      idx.offs.reserve(idx.pgnos.capacity());
       for (;;) {
         uint64_t pgno = varint();
         if (pgno == 0) break;
@@ -117,14 +226,14 @@ PageIndex read_page_index(Store& s, const ReplicaFile& f, size_t head_bytes, con
         if (off != at) fail_integrity("page " + u(pgno) + " at offset " + u(off) + ", the frames before end at " + u(at));
         if (n < kPageHeaderSize + 1 || n > kMaxFrameBytes || n > frames_end - at)
           fail_integrity("page " + u(pgno) + ": frame size " + u(n) + " out of range");
-        idx.pgnos.push_back(uint32_t(pgno));
-        idx.frames.push_back(off << 24 | n);
+        idx.add(uint32_t(pgno), off);
         at += n;
         last = pgno;
       }
       if (p != e) fail_integrity("index size " + u(ilen) + " does not match its entries");
       idx.pgnos.shrink_to_fit();
-      idx.frames.shrink_to_fit();
+      idx.offs.shrink_to_fit();
+      idx.frames_end = frames_end;
       if (at != frames_end) fail_integrity("frames end at " + u(at) + ", the end marker is at " + u(frames_end));
       if (h.snapshot() && h.commit != 0 && last != (h.commit == lock ? h.commit - 1 : h.commit))
         fail_integrity("snapshot ends at page " + u(last) + ", commit is " + u(h.commit));
@@ -164,7 +273,8 @@ PageIndex read_page_index_whole(Store& s, const ReplicaFile& f, const PageSink& 
   return with_context(f.key, [&] {
     PageIndex idx;
     idx.file = f;
-    ObjectReader r(s, f.key, f.size);
+    GetStream get(s, f.key);
+    HashingReader r(get);
     Decoder d(r);
     if (!d.read_header()) fail_integrity("decode header: empty object");
     idx.hdr = d.header();
@@ -172,21 +282,26 @@ PageIndex read_page_index_whole(Store& s, const ReplicaFile& f, const PageSink& 
     const uint32_t ps = idx.hdr.page_size;
     std::vector<uint8_t> page(ps);
     uint32_t pgno;
-    while (d.next_page(&pgno, page.data())) {
+    for (;;) {
+      r.reset();
+      uint64_t at = d.offset();
+      if (!d.next_page(&pgno, page.data())) {
+        idx.frames_end = at;
+        break;
+      }
       if (d.frame_size() > kMaxFrameBytes) fail_integrity("page " + u(pgno) + ": frame of " + u(d.frame_size()) + " bytes");
-      idx.pgnos.push_back(pgno);
-      idx.frames.push_back(d.frame_offset() << 24 | d.frame_size());
-      idx.sums.push_back(sum32(pgno, page.data(), ps));
+      idx.add(pgno, d.frame_offset());
+      idx.hashes.push_back(r.digest());
       if (on_page) on_page(pgno, page.data(), ps);
     }
     idx.trl = d.finish();
     uint8_t extra;
-    if (r.read(&extra, 1) != 0) fail_integrity("bytes after the trailer");
+    if (read_full(r, &extra, 1) != 0) fail_integrity("bytes after the trailer");
     idx.size = d.offset();
     idx.verified = true;
     idx.pgnos.shrink_to_fit();
-    idx.frames.shrink_to_fit();
-    idx.sums.shrink_to_fit();
+    idx.offs.shrink_to_fit();
+    idx.hashes.shrink_to_fit();
     return idx;
   });
 }
@@ -202,11 +317,16 @@ void read_frames(Store& s, const PageIndex& idx, size_t i, size_t n, const PageS
     std::vector<uint8_t> page(ps);
     for (size_t k = i; k < i + n; k++) {
       uint32_t pgno = idx.pgnos[k];
+      // The bytes the verified pass hashed, or nothing is decoded.
+      if (!idx.hashes.empty()) {
+        uint64_t h = frame_hash(buf.data() + (idx.offset(k) - off), idx.frame_bytes(k));
+        if (h != idx.hashes[k])
+          fail_integrity("page " + u(pgno) + " at offset " + u(idx.offset(k)) + ": frame bytes changed since the file was verified (XXH3 " +
+                         hex16(h) + ", verified " + hex16(idx.hashes[k]) + ")");
+      }
       d.decode_frame_at(idx.hdr, idx.offset(k), pgno, page.data());
       if (d.frame_size() != idx.frame_bytes(k))
         fail_integrity("page " + u(pgno) + ": frame of " + u(d.frame_size()) + " bytes, the index says " + u(idx.frame_bytes(k)));
-      if (!idx.sums.empty() && sum32(pgno, page.data(), ps) != idx.sums[k])
-        fail_integrity("page " + u(pgno) + ": checksum mismatch with the verified read of the file");
       on_page(pgno, page.data(), ps);
     }
   });
@@ -289,7 +409,7 @@ void ReplicaView::build(const RestoreTarget& t) {
       PageSink fill = [&](uint32_t pgno, const uint8_t* page, uint32_t ps) { cache_.put(id, pgno, page, ps); };
       // Small files fill the cache; a big one read whole would only churn it.
       if (f.size <= o_.whole_max) idx = std::make_shared<PageIndex>(read_page_index_whole(counting_, f, fill));
-      else if (o_.verify_files) idx = std::make_shared<PageIndex>(read_page_index_whole(counting_, f, nullptr));
+      else if (o_.verify == ViewOptions::Verify::File) idx = std::make_shared<PageIndex>(read_page_index_whole(counting_, f, nullptr));
       else idx = std::make_shared<PageIndex>(read_page_index(counting_, f, o_.head_bytes, fill));
     }
     keep[f.key] = idx;

@@ -107,6 +107,7 @@ TEST_F(ReplicaView, EveryPageAtEveryTxidReadInRangesOrWhole) {
   for (size_t whole : {size_t(0), size_t(1) << 20})
     for (uint64_t txid : {1, 2, 3}) {
       ltx::ViewOptions o;
+      o.verify = ltx::ViewOptions::Verify::Structure;
       o.whole_max = whole;
       o.head_bytes = 600;  // the header and a frame or so: the rest by ranged reads
       o.target.has_txid = true;
@@ -116,9 +117,47 @@ TEST_F(ReplicaView, EveryPageAtEveryTxidReadInRangesOrWhole) {
       expect_state(v, txid);
       for (auto& i : v.plan()) {
         EXPECT_EQ(i->verified, whole != 0);
-        EXPECT_LE(i->memory(), sizeof(ltx::PageIndex) + 16 * i->pgnos.size()) << i->file.key;
+        EXPECT_EQ(i->hashes.size(), whole ? i->pgnos.size() : 0);
+        EXPECT_LE(i->memory(), sizeof(ltx::PageIndex) + (whole ? 16 : 8) * i->pgnos.size()) << i->file.key;
       }
     }
+}
+
+// The default: every planned file streamed once (one GET each) and
+// verified, each frame's hash kept; 16 bytes of index a page.
+TEST_F(ReplicaView, TheDefaultStreamsEachFileOnceAndKeepsAHashPerFrame) {
+  build();
+  ltx::ViewOptions o;
+  o.whole_max = 0;
+  o.cache_bytes = 0;
+  ltx::ReplicaView v(ltx::open_file_store(), loc, o);
+  v.open();
+  EXPECT_EQ(v.requests().gets, 3u);  // the three files, one GET each
+  for (auto& i : v.plan()) {
+    EXPECT_TRUE(i->verified);
+    EXPECT_EQ(i->hashes.size(), i->pgnos.size());
+    EXPECT_LE(i->memory(), sizeof(ltx::PageIndex) + 16 * i->pgnos.size()) << i->file.key;
+  }
+  expect_state(v, 3);
+}
+
+// Frame offsets past 4 GiB: the low 32 bits per frame and the positions
+// where the high bits step up give every offset and frame size back.
+TEST(PageIndex, OffsetsPast4GiB) {
+  ltx::PageIndex idx;
+  std::vector<uint64_t> offs;
+  uint64_t at = 100;
+  for (uint32_t p = 1; p <= 2000; p++) {
+    offs.push_back(at);
+    idx.add(p, at);
+    at += p % 7 == 0 ? (uint64_t(3) << 30) : 4000 + p;  // some frames "jump" (for the test) across 4 GiB lines
+  }
+  idx.frames_end = at;
+  ASSERT_GT(at, uint64_t(1) << 39);  // some 200 lines of 4 GiB crossed
+  for (size_t i = 0; i < offs.size(); i++) {
+    ASSERT_EQ(idx.offset(i), offs[i]) << i;
+    ASSERT_EQ(idx.frame_bytes(i), uint32_t((i + 1 < offs.size() ? offs[i + 1] : at) - offs[i])) << i;
+  }
 }
 
 // The plan's level-0 files are compacted into one level-1 file and deleted
@@ -211,6 +250,7 @@ TEST_F(ReplicaView, ADamagedFrameIsAnIntegrityError) {
   build();
   std::string path = "/" + rep->key(0, 1, 1);
   ltx::ViewOptions o;
+  o.verify = ltx::ViewOptions::Verify::Structure;
   o.whole_max = 0;
   o.head_bytes = 100;
   o.cache_bytes = 0;
@@ -234,6 +274,44 @@ TEST_F(ReplicaView, ADamagedFrameIsAnIntegrityError) {
   } catch (const ltx::Error& e) {
     EXPECT_EQ(e.kind(), ltx::Kind::Integrity);
     EXPECT_NE(std::string(e.what()).find("page 4 at offset " + std::to_string(idx.offset(3))), std::string::npos) << e.what();
+  }
+}
+
+// A byte of a frame's compressed data changed after the file was
+// verified (the store changed under the view): the frame's bytes no longer
+// hash to the recorded value, so the read fails before decoding; the pages
+// of the other frames are still served.
+TEST_F(ReplicaView, AFrameChangedAfterVerificationIsAnIntegrityError) {
+  build();
+  std::string path = "/" + rep->key(0, 1, 1);
+  ltx::ViewOptions o;
+  o.cache_bytes = 0;
+  o.target.has_txid = true;
+  o.target.txid = 1;
+  ltx::ReplicaView v(ltx::open_file_store(), loc, o);
+  v.open();
+  const ltx::PageIndex& idx = *v.plan()[0];
+  ASSERT_TRUE(idx.verified);
+  const uint64_t last = idx.offset(3) + idx.frame_bytes(3) - 1;  // page 4's last literal
+  FILE* f = std::fopen(path.c_str(), "r+b");
+  ASSERT_TRUE(f);
+  std::fseek(f, long(last), SEEK_SET);
+  int c = std::fgetc(f);
+  std::fseek(f, long(last), SEEK_SET);
+  std::fputc(c ^ 1, f);
+  std::fclose(f);
+  std::vector<uint8_t> page(kPs);
+  v.read_page(3, page.data());
+  EXPECT_EQ(page, states[1].pages[3]);
+  try {
+    v.read_page(4, page.data());
+    FAIL() << "served a changed page";
+  } catch (const ltx::Error& e) {
+    EXPECT_EQ(e.kind(), ltx::Kind::Integrity);
+    EXPECT_NE(std::string(e.what()).find("page 4 at offset " + std::to_string(idx.offset(3)) +
+                                         ": frame bytes changed since the file was verified"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -2,25 +2,28 @@
 // fetched on demand with ranged reads (the mechanism of walsync_vfs(7)).
 //
 // A view plans a restore (plan_restore: snapshot, highest levels, level 0),
-// reads each planned file's page index (one ranged read of its head and one
-// of its tail; small files are read whole and verified completely), and
-// serves a page from the newest planned file that holds it, fetching its
-// frame (and, for sequential reads, the frames after it) in one ranged read
-// and keeping decoded pages in an LRU cache.
+// indexes each planned file, and serves a page from the newest planned
+// file that holds it, fetching its frame (and, for sequential reads, the
+// frames after it) in one ranged read and keeping decoded pages in an LRU
+// cache.
 //
-// What a page read proves: the frame lies where the page index says, names
-// the page asked for, and decodes (LZ4) to exactly one page; the index
-// itself is checked for structure (frames contiguous from the header to the
-// end marker, page numbers ascending within Commit, lengths as the file
-// says). LTX carries no checksum per page, only one per file, so a page of
-// a file read in ranges is proven against a checksum only when the file was
-// read whole once: files up to ViewOptions::whole_max bytes always are, and
-// every file with verify_files; their index then records each page's
-// checksum (CRC-64, low 32 bits) and every later read of the page is
-// checked against it.
+// LTX carries no checksum per page, only one per file, and that checksum
+// covers the decoded page bytes, not the compressed bytes stored: a changed
+// byte inside an LZ4 block can decode to a whole page, wrong, that no frame
+// check can tell. So by default (Verify::File) each planned file is
+// streamed once (one GET, bounded memory) through the decoder, every check
+// of ltx-verify including the file checksum, and the index records an
+// XXH3-64 of each frame's bytes as stored; a later ranged read of a frame
+// is served only if its bytes hash to that value, before they are decoded.
+// Verify::Structure reads only each file's head and tail (its index) and
+// checks what a frame shows: where it lies, the page it names, that it
+// decodes to exactly one page. It does not catch a changed byte inside the
+// compressed data (files up to ViewOptions::whole_max bytes are still
+// streamed and hashed).
 //
-// Index memory: 12 bytes per page frame of each planned file, 16 when the
-// file was read whole.
+// Index memory: 16 bytes per page frame of a streamed file (page number,
+// low 32 bits of the frame's offset, hash; one more 4 bytes per 4 GiB of
+// file), 8 bytes for a file indexed from its tail only.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -45,30 +48,40 @@ struct PageIndex {
   ReplicaFile file;
   Header hdr;
   Trailer trl;
-  uint64_t size = 0;             // payload bytes
-  std::vector<uint32_t> pgnos;   // ascending
-  std::vector<uint64_t> frames;  // offset << 24 | frame bytes
-  std::vector<uint32_t> sums;    // read whole: low 32 bits of each page_checksum
-  bool verified = false;         // read whole through the decoder (file checksum)
+  uint64_t size = 0;              // payload bytes
+  uint64_t frames_end = 0;        // offset of the end marker: the last frame ends here
+  std::vector<uint32_t> pgnos;    // ascending
+  std::vector<uint32_t> offs;     // low 32 bits of each frame's offset (frames are contiguous)
+  std::vector<uint32_t> wraps;    // positions where the high 32 bits of the offset step up
+  std::vector<uint64_t> hashes;   // streamed: XXH3-64 of each frame's bytes as stored
+  bool verified = false;          // streamed through the decoder (file checksum)
   long find(uint32_t pgno) const;  // position in pgnos, or -1
-  uint64_t offset(size_t i) const { return frames[i] >> 24; }
-  uint32_t frame_bytes(size_t i) const { return uint32_t(frames[i] & 0xffffff); }
+  uint64_t offset(size_t i) const;
+  uint32_t frame_bytes(size_t i) const {
+    return uint32_t((i + 1 < offs.size() ? offset(i + 1) : frames_end) - offset(i));
+  }
+  // Appends the frame of pgno at off (after the frames already added).
+  void add(uint32_t pgno, uint64_t off);
   size_t memory() const {
-    return pgnos.capacity() * 4 + frames.capacity() * 8 + sums.capacity() * 4 + sizeof(*this);
+    return (pgnos.capacity() + offs.capacity() + wraps.capacity()) * 4 + hashes.capacity() * 8 + sizeof(*this);
   }
 };
 
+// XXH3-64 of a frame's bytes as stored, as PageIndex::hashes records it.
+uint64_t frame_hash(const void* p, size_t n);
+
 // The page index of f from a ranged read of its first head_bytes (header
 // and first frames, whose pages go to on_page) and of its tail (one more if
-// the index is longer than estimated). Throws Integrity on any defect the
-// reads can show.
+// the index is longer than estimated), without hashes. Throws Integrity on
+// any defect the reads can show.
 PageIndex read_page_index(Store& s, const ReplicaFile& f, size_t head_bytes, const PageSink& on_page);
-// The whole file through the decoder, in ranged reads of 1 MiB: every check
-// of ltx-verify, and each page's checksum recorded. Pages go to on_page
-// (may be null).
+// The whole file in one GET, streamed through the decoder (bounded memory):
+// every check of ltx-verify, and each frame's hash recorded. Pages go to
+// on_page (may be null).
 PageIndex read_page_index_whole(Store& s, const ReplicaFile& f, const PageSink& on_page);
-// Pages [i, i+n) of idx in one ranged read, each decoded and checked (and
-// against its recorded checksum); every page goes to on_page.
+// Pages [i, i+n) of idx in one ranged read, each checked against its
+// recorded hash (if idx has them) before it is decoded, then decoded and
+// checked; every page goes to on_page.
 void read_frames(Store& s, const PageIndex& idx, size_t i, size_t n, const PageSink& on_page);
 
 // Decoded pages by (file, pgno), least recently used evicted first.
@@ -96,8 +109,11 @@ struct ViewOptions {
   RestoreTarget target;           // neither txid nor time: follow the newest TXID
   int64_t poll_ms = 1000;         // following: at most one poll per interval
   size_t cache_bytes = 8u << 20;  // page cache
-  bool verify_files = false;      // read every planned file whole once, verified
-  size_t whole_max = 256u << 10;  // files up to this size are always read whole
+  // File: every planned file streamed once and each frame's hash recorded
+  // (every page served proven against the file checksum). Structure: head
+  // and tail only, frames checked for what they show.
+  enum class Verify { File, Structure } verify = Verify::File;
+  size_t whole_max = 256u << 10;  // Structure: files up to this size are still streamed
   size_t head_bytes = 64u << 10;  // first read of a larger file
   size_t readahead_max = 1u << 20;  // frame bytes a sequential read fetches ahead
   std::function<int64_t()> now_ms;  // the clock; null: the system clock
