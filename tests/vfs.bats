@@ -148,6 +148,11 @@ every_txid() {  # PAGE_SIZE: the newest TXID and every older one
   assert_output --partial "cachesize=lots: want a size from 64K to 1T"
   run vcli "file:app.db?vfs=walsync&replica=file://$T/rep/app&verify=maybe" "SELECT count(*) FROM kv"
   assert_output --partial "verify=maybe: want file (the default) or structure"
+  run vcli "file:app.db?vfs=walsync&replica=file://$T/rep/app&txid=0" "SELECT count(*) FROM kv"
+  assert_failure
+  assert_output --partial "walsync_vfs: file://$T/rep/app: txid=0: TXIDs start at 1"
+  run vcli "file:app.db?vfs=walsync&replica=file://$T/rep/app&txid=12g" "SELECT count(*) FROM kv"
+  assert_output --partial "walsync_vfs: file://$T/rep/app: txid=12g: want a TXID of 1 to 16 hex digits (txid=2a)"
   run vcli "file:app.db?vfs=walsync&replica=file://$T/rep/app&txid=99" "SELECT count(*) FROM kv"
   assert_failure
   assert_output --partial "walsync_vfs: file://$T/rep/app: gap after TXID 0000000000000002: no file starts at TXID 0000000000000003 (restoring to TXID 0000000000000099"

@@ -166,12 +166,11 @@ ltx::ViewOptions options(const char* name) {
   if (!txid.empty() && !ts.empty()) ltx::fail(ltx::Kind::Usage, "txid and timestamp: give one");
   if (!txid.empty()) {
     std::string h = txid.compare(0, 2, "0x") == 0 ? txid.substr(2) : txid;
-    uint64_t v = 0;
-    if (h.empty() || h.size() > 16 || h.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos ||
-        (v = std::strtoull(h.c_str(), nullptr, 16)) == 0)
-      ltx::fail(ltx::Kind::Usage, "txid=" + txid + ": want 1 to 16 hex digits, not 0");
+    if (h.empty() || h.size() > 16 || h.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+      ltx::fail(ltx::Kind::Usage, "txid=" + txid + ": want a TXID of 1 to 16 hex digits (txid=2a)");
+    o.target.txid = std::strtoull(h.c_str(), nullptr, 16);
+    if (o.target.txid == 0) ltx::fail(ltx::Kind::Usage, "txid=" + txid + ": TXIDs start at 1");
     o.target.has_txid = true;
-    o.target.txid = v;
   }
   if (!ts.empty()) {
     if (!ltx::parse_timestamp(ts, &o.target.time_ms))
