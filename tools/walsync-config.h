@@ -29,6 +29,7 @@ struct Config {
   std::string age_recipients_file, age_identity;  // walsync-age(7)
   std::string metrics_interval, drain_timeout, backoff_max, sync_interval, park_after;
   long checkpoint_pages = -1, max_active = -1;
+  std::vector<std::string> exec;  // walsync watch -- CMD [ARGS]
   std::vector<DbEntry> dbs;
 };
 
@@ -64,6 +65,42 @@ inline std::vector<std::string> expand(const std::string& pattern) {
   return out;
 }
 
+// Words as a shell splits them, without expansions: blanks separate,
+// '...' keeps everything, "..." and a backslash keep the next character
+// (in "...", only \\ and \" escape). Empty: unbalanced quotes.
+inline std::vector<std::string> split_words(const std::string& s, bool* ok) {
+  std::vector<std::string> out;
+  std::string w;
+  bool in_word = false;
+  *ok = true;
+  for (size_t i = 0; i < s.size(); i++) {
+    char c = s[i];
+    if (c == ' ' || c == '\t') {
+      if (in_word) out.push_back(w), w.clear(), in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\\' && i + 1 < s.size()) {
+      w += s[++i];
+    } else if (c == '\'') {
+      size_t e = s.find('\'', i + 1);
+      if (e == std::string::npos) return *ok = false, std::vector<std::string>{};
+      w += s.substr(i + 1, e - i - 1);
+      i = e;
+    } else if (c == '"') {
+      for (i++; i < s.size() && s[i] != '"'; i++) {
+        if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == '"' || s[i + 1] == '\\')) i++;
+        w += s[i];
+      }
+      if (i >= s.size()) return *ok = false, std::vector<std::string>{};
+    } else {
+      w += c;
+    }
+  }
+  if (in_word) out.push_back(w);
+  return out;
+}
+
 inline Config parse_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) ltx::fail_errno(path);
@@ -77,6 +114,12 @@ inline Config parse_file(const std::string& path) {
     long x = std::strtol(v.c_str(), &e, 10);
     if (v.empty() || *e || x < 0) bad("not a number: " + v);
     return x;
+  };
+  auto words = [&](const std::string& v) {
+    bool ok = false;
+    auto w = split_words(v, &ok);
+    if (!ok) bad("unbalanced quotes: " + v);
+    return w;
   };
   auto duration = [&](const std::string& v) {
     if (ltx::parse_duration_ms(v) < 0) bad("not a duration (500ms, 30s, 5m, 1h30m, 7d): " + v);
@@ -121,6 +164,7 @@ inline Config parse_file(const std::string& path) {
       else if (k == "region") c.region = v;
       else if (k == "age-recipients-file") c.age_recipients_file = v;
       else if (k == "age-identity") c.age_identity = v;
+      else if (k == "exec") c.exec = words(v);
       else bad("unknown key '" + k + "'");
     }
   }

@@ -247,9 +247,140 @@ void log_line(const std::string& name, const std::string& event) {
   std::fprintf(stderr, "walsync: %s: %s\n", name.c_str(), event.c_str());
 }
 
+// ---- restore, replicate, snapshot ----
+struct Restore {
+  std::string target, out, txid, timestamp;
+  bool if_not_exists = false, litestream_v3 = false;
+  int parallel = 0;  // s3-get --parallel (0: its default)
+};
+
+// The restore pipeline into r.out: s3-get (ls3-get for a Litestream v0.3
+// replica) | ltx-apply, falling back to older snapshots.
+int restore_into(Common& c, Restore& r, const std::string& url, Argv args) {
+  Argv apply = {"ltx-apply", r.out};
+  if (c.s3.verbose) apply.insert(apply.begin() + 1, "-v");
+  if (r.litestream_v3) return run_pipeline({s3_cmd("ls3-get", c.s3, args + Argv{url}), apply}, 1, true);
+  if (r.parallel) args.insert(args.end(), {"--parallel", std::to_string(r.parallel)});
+  // A damaged file (status 3) in the plan: plan again without its snapshot,
+  // so that an older snapshot and the files after it can restore; every
+  // result is checked file by file all the same (post-apply checksums).
+  for (int attempt = 0;; attempt++) {
+    int rc = run_pipeline({s3_cmd("s3-get", c.s3, args + Argv{url}), apply}, 1, true);
+    if (rc != cli::kIntegrity || attempt == 3) return rc;
+    int prc = 0;
+    std::string snap = capture(s3_cmd("s3-get", c.s3, args + Argv{"--dry-run", url}), &prc, true);
+    snap = snap.substr(0, snap.find('\t'));
+    if (prc != 0 || snap.empty()) return rc;  // no plan: s3-get said why
+    Argv older = args + Argv{"--exclude", snap};
+    capture(s3_cmd("s3-get", c.s3, older + Argv{"--dry-run", url}), &prc, true);
+    if (prc != 0) return rc;  // no other way to the target
+    log_line(url, "restore from snapshot " + snap + " failed; trying an older snapshot");
+    args = older;
+  }
+}
+
+// ---- watch -- CMD: the application as our child ----
+struct App {
+  Argv cmd;
+  pid_t pid = -1;
+  int status = 0;  // once reaped: its exit status, 128+N if signal N killed it
+
+  // Started from the thread that runs the supervisor (the main thread,
+  // which lives as long as we do): PR_SET_PDEATHSIG is bound to the thread
+  // that forked. SIGKILL: an application that handles SIGTERM slowly or
+  // not at all must not outlive us either.
+  void start() {
+    std::vector<char*> av;
+    for (auto& a : cmd) av.push_back(const_cast<char*>(a.c_str()));
+    av.push_back(nullptr);
+    const pid_t self = ::getpid();
+    pid = ::fork();
+    if (pid < 0) ltx::fail_errno("fork");
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != self) ::_exit(128 + SIGKILL);  // we died before prctl
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      // An ignored signal stays ignored across exec: the ones we forward
+      // (a shell starts background jobs with SIGINT ignored) and SIGPIPE.
+      for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
+      ::execvp(av[0], av.data());
+      std::fprintf(stderr, "walsync: exec %s: %s\n", av[0], std::strerror(errno));
+      ::_exit(127);
+    }
+    log_line("watch", "started " + cmd[0] + " (pid " + std::to_string(pid) + ")");
+  }
+  bool running() const { return pid > 0; }
+  // Collects its status if it has exited; true then.
+  bool reap(bool block = false) {
+    if (pid <= 0) return true;
+    int st = 0;
+    pid_t r;
+    while ((r = ::waitpid(pid, &st, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (r != pid) return false;
+    status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    pid = -1;
+    log_line("watch", cmd[0] + (WIFEXITED(st) ? " exited with status " + std::to_string(status)
+                                              : std::string(" killed by ") + ::strsignal(WTERMSIG(st))));
+    return true;
+  }
+  // SIGTERM, then SIGKILL after grace_ms; waits for it (SIGCHLD is blocked).
+  void stop(int grace_ms) {
+    if (pid <= 0) return;
+    log_line("watch", "stopping " + cmd[0] + " (SIGTERM, SIGKILL after " + std::to_string(grace_ms) + " ms)");
+    ::kill(pid, SIGTERM);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    for (int64_t end = ltx::now_ms() + grace_ms; !reap();) {
+      if (ltx::now_ms() >= end) {
+        ::kill(pid, SIGKILL);
+        reap(true);
+        return;
+      }
+      struct timespec ts{0, 100 * 1000000};
+      sigtimedwait(&chld, nullptr, &ts);
+    }
+  }
+};
+
+const char* signame(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM"; }
+
+// A database that is not there is restored from its replica before the
+// application starts; a replica with no files is a first boot (the
+// application creates the database). Status: 0, or the restore's.
+int restore_missing(Common& c, const ltx::watch::Database& d, const ltx::S3Config& s3) {
+  struct stat st {};
+  if (::stat(d.db.c_str(), &st) == 0 || errno != ENOENT) return cli::kOk;
+  // A -wal without its database is a dead database's: SQLite would replay
+  // it into the new one (and ltx-apply refuses to restore beside it).
+  for (const char* ext : {"-wal", "-shm"})
+    if (::unlink((d.db + ext).c_str()) == 0) log_line(d.name, std::string("no database: removed its stale ") + ext);
+  ltx::Location loc = ltx::parse_url(d.url);
+  auto store = ltx::open_store(loc, s3);
+  ltx::Replica rep(*store, loc);
+  if (rep.list().empty()) {
+    log_line(d.name, "no database and no replica at " + d.url + ": starting empty");
+    return cli::kOk;
+  }
+  log_line(d.name, "no database: restoring it from " + d.url);
+  ltx::settle_journal(d.db, 60000);
+  Restore r;
+  r.out = d.db;
+  int rc = restore_into(c, r, d.url, {});
+  if (rc != cli::kOk) {
+    ::unlink(d.db.c_str());
+    log_line(d.name, "restore failed (status " + std::to_string(rc) + "); not starting the application");
+  }
+  return rc == cli::kIntegrity || rc == cli::kUsage ? rc : rc ? cli::kRuntime : cli::kOk;
+}
+
 // ---- watch ----
 struct Watch {
   std::vector<std::string> dbs;
+  Argv exec;  // after --: the application
   std::string state_dir, metrics_file, metrics_interval, drain, backoff_max, sync_interval, park_after;
   long checkpoint_pages = -1, max_active = -1;
 };
@@ -306,6 +437,15 @@ int watch(Common& c, Watch& w) {
   o.max_active = int(active);
   o.verbose = c.s3.verbose;
   o.log = log_line;
+  App app;
+  app.cmd = !w.exec.empty() ? w.exec : c.cfg.exec;
+  const bool exec = !app.cmd.empty();
+  if (exec) {
+    o.await_missing = true;    // a first boot: the application creates it
+    o.stop_on_failure = true;  // the application does not run without its backup
+    o.drain_queued = true;     // its last commits are stored, whichever database took them
+    o.started = [&app] { app.start(); };
+  }
 
   // Small footprint for many databases: no per-connection lookaside, page
   // caches bounded process-wide, few malloc arenas, big blocks mmapped (and
@@ -318,6 +458,9 @@ int watch(Common& c, Watch& w) {
   mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 
   curl_global_init(CURL_GLOBAL_DEFAULT);  // once, before any thread uses curl
+  if (exec)
+    for (const auto& d : o.dbs)
+      if (int rc = restore_missing(c, d, o.s3)) return rc;
 
   // Signals arrive only where we wait for them (every thread inherits the mask).
   sigset_t set;
@@ -325,57 +468,44 @@ int watch(Common& c, Watch& w) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  if (exec) sigaddset(&set, SIGCHLD);  // the application's end wakes the supervisor too
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   // Readable while a signal is pending: the supervisor waits on it with its
   // inotify descriptor; wait_stop then takes the signal.
   o.stop_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-  o.wait_stop = [&set](int ms) {
+  // With an application, a stop signal is its (forwarded); its end is ours.
+  o.wait_stop = [&set, &app](int ms) {
     struct timespec ts{ms / 1000, long(ms % 1000) * 1000000};
-    int sig = sigtimedwait(&set, nullptr, &ts);
-    if (sig > 0) log_line("watch", std::string(sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM") + ": draining");
-    return sig > 0;
+    siginfo_t si{};
+    int sig = sigtimedwait(&set, &si, &ts);
+    if (sig == SIGCHLD) return app.reap();
+    if (sig <= 0) return false;
+    if (app.running()) {
+      // One from the terminal reached the whole process group: the application has its own.
+      if (si.si_code != SI_KERNEL) ::kill(app.pid, sig);
+      log_line("watch", std::string(signame(sig)) + ": forwarded to " + app.cmd[0]);
+      return false;
+    }
+    log_line("watch", std::string(signame(sig)) + ": draining");
+    return true;
   };
   // Status 1 or 3 once a database failed for good, even after a SIGTERM:
   // systemd's Restart=on-failure and the operator must hear of it.
-  ltx::watch::Result res = ltx::watch::run(o);
+  ltx::watch::Result res;
+  try {
+    res = ltx::watch::run(o);
+  } catch (...) {
+    app.stop(o.drain_ms);
+    throw;
+  }
+  app.stop(o.drain_ms);  // still running: the backup stopped first (a database failed for good)
   if (!res.drained) {
     std::fflush(stderr);
     ::_exit(res.status);  // pipelines still running: do not wait for them
   }
-  return res.status;
-}
-
-// ---- restore, replicate, snapshot ----
-struct Restore {
-  std::string target, out, txid, timestamp;
-  bool if_not_exists = false, litestream_v3 = false;
-  int parallel = 0;  // s3-get --parallel (0: its default)
-};
-
-// The restore pipeline into r.out: s3-get (ls3-get for a Litestream v0.3
-// replica) | ltx-apply, falling back to older snapshots.
-int restore_into(Common& c, Restore& r, const std::string& url, Argv args) {
-  Argv apply = {"ltx-apply", r.out};
-  if (c.s3.verbose) apply.insert(apply.begin() + 1, "-v");
-  if (r.litestream_v3) return run_pipeline({s3_cmd("ls3-get", c.s3, args + Argv{url}), apply}, 1, true);
-  if (r.parallel) args.insert(args.end(), {"--parallel", std::to_string(r.parallel)});
-  // A damaged file (status 3) in the plan: plan again without its snapshot,
-  // so that an older snapshot and the files after it can restore; every
-  // result is checked file by file all the same (post-apply checksums).
-  for (int attempt = 0;; attempt++) {
-    int rc = run_pipeline({s3_cmd("s3-get", c.s3, args + Argv{url}), apply}, 1, true);
-    if (rc != cli::kIntegrity || attempt == 3) return rc;
-    int prc = 0;
-    std::string snap = capture(s3_cmd("s3-get", c.s3, args + Argv{"--dry-run", url}), &prc, true);
-    snap = snap.substr(0, snap.find('\t'));
-    if (prc != 0 || snap.empty()) return rc;  // no plan: s3-get said why
-    Argv older = args + Argv{"--exclude", snap};
-    capture(s3_cmd("s3-get", c.s3, older + Argv{"--dry-run", url}), &prc, true);
-    if (prc != 0) return rc;  // no other way to the target
-    log_line(url, "restore from snapshot " + snap + " failed; trying an older snapshot");
-    args = older;
-  }
+  if (exec && res.status != cli::kOk) log_line("watch", "backup failed: exit status " + std::to_string(res.status) + ", not " + app.cmd[0] + "'s");
+  return exec && res.status == cli::kOk ? app.status : res.status;
 }
 
 int restore(Common& c, Restore& r) {
@@ -533,7 +663,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Common c;
   Watch w;
-  auto* wa = app.add_subcommand("watch", "back up databases continuously, one supervised in-process pipeline each");
+  auto* wa = app.add_subcommand("watch", "back up databases continuously, one supervised in-process pipeline each; "
+                                         "with -- CMD [ARGS] (last), restore missing databases, run CMD and exit with it");
   add_common(wa, c);
   wa->add_option("DB", w.dbs, "databases (WAL mode) or globs");
   wa->add_option("--state-dir", w.state_dir, "state of database NAME in DIR/NAME (default: DB-walsync beside DB)");
@@ -587,6 +718,18 @@ int main(int argc, char** argv) {
   add_common(st, c);
   st->add_option("--metrics-file", metrics, "the metrics file of walsync watch");
 
+  // walsync watch [options] DB... -- CMD [ARGS]: CMD's words are not ours.
+  if (argc > 1 && std::strcmp(argv[1], "watch") == 0)
+    for (int i = 2; i < argc; i++)
+      if (std::strcmp(argv[i], "--") == 0) {
+        w.exec.assign(argv + i + 1, argv + argc);
+        if (w.exec.empty()) {
+          cli::error("watch: -- needs a command (walsync watch DB... -- CMD [ARGS])");
+          return cli::kUsage;
+        }
+        argc = i;
+        break;
+      }
   if (argc > 1 && argv[1][0] != '-') {  // CLI11 would only say "A subcommand is required"
     std::string names;
     bool known = false;

@@ -192,6 +192,7 @@ struct Db {
   bool yielding = false;               // ... to yield its slot (queued again unless nothing new)
   bool wake = false;                   // its -wal changed while parking
   bool synced = false;                 // the acknowledgement is the remote's (we parked it cleanly)
+  bool absent = false;                 // parked until it exists: no file, no -wal yet (Options::await_missing)
   int wal_wd = -1;                     // inotify watch of its -wal while parked (or parking)
   Stamp stamp;                         // its files when parked
   std::atomic<int64_t> active_ms{0};   // monotonic time of the tail's last output
@@ -624,6 +625,18 @@ std::string base_of(const std::string& p) {
   return s == std::string::npos ? p : p.substr(s + 1);
 }
 
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0 || errno != ENOENT; }
+
+// A database file whose header says WAL mode.
+bool in_wal_mode(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uint8_t h[20];
+  ssize_t n = ::pread(fd, h, sizeof h, 0);
+  ::close(fd);
+  return n == sizeof h && std::memcmp(h, "SQLite format 3", 16) == 0 && h[18] == 2 && h[19] == 2;
+}
+
 // A small file's text ("" if it cannot be read); at most 4 KiB.
 std::string read_small(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -727,7 +740,13 @@ void Supervisor::first_check(Db& d) {
     bound = true;
   } catch (const std::exception&) {
   }
-  if (bound && park_after_ > 0 && watch_wal(d) && nothing_new(d, true)) {
+  if (bound && park_after_ > 0 && o_.await_missing && !exists(d.cfg.db) && !exists(d.cfg.db + "-wal")) {
+    // Its directory's watch sees the database and its -wal come and go;
+    // it starts once it is in WAL mode (a new file alone may be empty).
+    d.absent = true;
+    d.phase = Db::Phase::Parked;
+    log(d, "no database yet: waiting for " + d.cfg.db + "-wal");
+  } else if (bound && park_after_ > 0 && watch_wal(d) && nothing_new(d, true)) {
     d.phase = Db::Phase::Parked;
     d.woken_start = true;
   } else {
@@ -789,6 +808,11 @@ void Supervisor::start(Db& d, int64_t now) {
 void Supervisor::changed(Db& d) {
   if (d.phase == Db::Phase::Running && d.parking) {
     d.wake = true;
+  } else if (d.phase == Db::Phase::Parked && d.absent) {
+    if (!exists(d.cfg.db + "-wal") && !in_wal_mode(d.cfg.db)) return;
+    d.absent = false;
+    enqueue(d, true);
+    d.woken_start = false;  // its first start: logged
   } else if (d.phase == Db::Phase::Parked) {
     if (d.wal_wd >= 0 && nothing_new(d, false)) return;  // e.g. a rolled-back transaction's frames
     enqueue(d, true);
@@ -936,6 +960,7 @@ Result Supervisor::run() {
                         std::to_string(mono_ms() - t0) + " ms: " + std::to_string(parked) +
                         " parked (nothing new since their acknowledgement), " + std::to_string(queue_.size()) +
                         " to start");
+  if (o_.started) o_.started();
   int64_t next_metrics = 0, deadline = 0;
   for (;;) {
     int64_t now = mono_ms();
@@ -958,6 +983,16 @@ Result Supervisor::run() {
       waiting_.erase(waiting_.begin() + long(i));
       d->phase = Db::Phase::Queued;
       queue_.push_back(d);
+    }
+    if (stopping_ && o_.drain_queued) {
+      // Each runs once: its tail copies everything committed, then stops.
+      while (int(running_.size()) < std::max(1, o_.max_active) && !queue_.empty()) {
+        Db* d = queue_.front();
+        queue_.pop_front();
+        if (d->phase != Db::Phase::Queued) continue;
+        start(*d, now);
+        d->stop = 1;
+      }
     }
     if (!stopping_) {
       // Park the quiet ones; when databases wait for a slot, the one that
@@ -988,12 +1023,15 @@ Result Supervisor::run() {
     }
     size_t failed = 0;
     for (auto& dp : dbs_) failed += dp->failed;
-    if (!stopping_ && failed == dbs_.size() && !dbs_.empty()) {
-      stopping_ = true;  // nothing left to back up
+    if (!stopping_ && failed > 0 && (failed == dbs_.size() || o_.stop_on_failure)) {
+      stopping_ = true;  // nothing left to back up, or not all of it
       deadline = now + o_.drain_ms;
+      for (Db* d : running_) d->stop = 1;
     }
     if (stopping_) {
-      if (running_.empty()) {
+      bool to_drain = false;
+      for (Db* d : queue_) to_drain = to_drain || (o_.drain_queued && d->phase == Db::Phase::Queued);
+      if (running_.empty() && !to_drain) {
         write_metrics(o_, dbs_);
         return res_;
       }
@@ -1017,10 +1055,13 @@ Result Supervisor::run() {
       ssize_t r = ::read(efd_, &v, sizeof v);
       (void)r;
     }
-    if (!stopping_ && o_.wait_stop && o_.wait_stop(0)) {
+    // Also while stopping: a signal left pending would keep stop_fd
+    // readable, and poll() would not wait until the drain ends.
+    if (o_.wait_stop && o_.wait_stop(0) && !stopping_) {
       stopping_ = true;
       deadline = mono_ms() + o_.drain_ms;
       for (Db* d : running_) d->stop = 1;
+      if (o_.drain_queued) read_events();  // changes the stop overtook: queued, to drain
     }
   }
 }

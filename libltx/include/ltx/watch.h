@@ -60,6 +60,21 @@ struct Options {
   // Called by the supervisor between ticks; may block up to ms milliseconds
   // (e.g. sigtimedwait). Returns true to shut down.
   std::function<bool(int ms)> wait_stop;
+  // Called once, after every database's first check and before any
+  // pipeline starts (e.g. to start the application: walsync watch -- CMD).
+  std::function<void()> started;
+  // A database missing at its first check (no file, no -wal) waits, parked,
+  // until its -wal appears (the application created it in WAL mode and
+  // wrote), instead of failing for good. Needs parking (park_after_ms > 0).
+  bool await_missing = false;
+  // One database failed for good: stop them all (drain the others) rather
+  // than go on with the rest.
+  bool stop_on_failure = false;
+  // At a stop, the databases with commits whose pipeline has not started
+  // (queued, or woken by a change the stop overtook) still run once and
+  // drain, max_active at a time, within drain_ms: everything committed
+  // before the stop is stored (walsync watch -- CMD, when CMD exits).
+  bool drain_queued = false;
 };
 
 struct Result {
