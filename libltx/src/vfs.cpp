@@ -407,10 +407,13 @@ void ReplicaView::build(const RestoreTarget& t) {
     } else {
       uint32_t id = file_id(f.key);
       PageSink fill = [&](uint32_t pgno, const uint8_t* page, uint32_t ps) { cache_.put(id, pgno, page, ps); };
-      // Small files fill the cache; a big one read whole would only churn it.
-      if (f.size <= o_.whole_max) idx = std::make_shared<PageIndex>(read_page_index_whole(counting_, f, fill));
-      else if (o_.verify == ViewOptions::Verify::File) idx = std::make_shared<PageIndex>(read_page_index_whole(counting_, f, nullptr));
-      else idx = std::make_shared<PageIndex>(read_page_index(counting_, f, o_.head_bytes, fill));
+      // A streamed file's pages fill the cache as they go by (the LRU keeps
+      // the last ones): a cache as large as the database then needs no
+      // request after opening.
+      if (f.size <= o_.whole_max || o_.verify == ViewOptions::Verify::File)
+        idx = std::make_shared<PageIndex>(read_page_index_whole(counting_, f, fill));
+      else
+        idx = std::make_shared<PageIndex>(read_page_index(counting_, f, o_.head_bytes, fill));
     }
     keep[f.key] = idx;
     plan.push_back(idx);

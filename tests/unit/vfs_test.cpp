@@ -139,6 +139,20 @@ TEST_F(ReplicaView, TheDefaultStreamsEachFileOnceAndKeepsAHashPerFrame) {
     EXPECT_LE(i->memory(), sizeof(ltx::PageIndex) + 16 * i->pgnos.size()) << i->file.key;
   }
   expect_state(v, 3);
+  EXPECT_EQ(v.requests().gets, 3u + 12u);  // no cache, no read-ahead: a ranged GET a page
+}
+
+// The streamed pass fills the page cache: with room for the database,
+// every page after opening comes from memory.
+TEST_F(ReplicaView, TheStreamedPassFillsTheCache) {
+  build();
+  ltx::ViewOptions o;
+  o.whole_max = 0;
+  ltx::ReplicaView v(ltx::open_file_store(), loc, o);
+  v.open();
+  expect_state(v, 3);
+  EXPECT_EQ(v.requests().gets, 3u);
+  EXPECT_EQ(v.cache().misses, 0u);
 }
 
 // Frame offsets past 4 GiB: the low 32 bits per frame and the positions
