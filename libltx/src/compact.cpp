@@ -234,8 +234,20 @@ CompactResult compact(Replica& r, const CompactOptions& o) {
   if (o.level < 1 || o.level > kSnapshotLevel) fail(Kind::Usage, "compact: level " + std::to_string(o.level) + ": want 1-9");
   if (o.interval_ms < 0 || (o.interval_ms == 0 && o.level != kSnapshotLevel))
     fail(Kind::Usage, "compact: level " + std::to_string(o.level) + " needs an interval");
-  auto files = r.list();
-  return o.level == kSnapshotLevel ? snapshot(r, files, o) : compact_level(r, files, o);
+  if (o.level == kSnapshotLevel) return snapshot(r, r.list(), o);
+  // Compacting into L reads levels L and up (what is covered, what is
+  // stored) and of level L-1 only what walk_chain can take after the
+  // covered TXID: snapshots and files starting after it (a file starting
+  // at or before it, not at 1, is never taken). A replica keeps its level-0
+  // files for the whole retention, so this bounds a run's LISTs by the new
+  // files rather than by the replica (630 LISTs a run at a week of one file
+  // a second; 3 here).
+  auto files = r.list_from(o.level);
+  uint64_t covered = 0;
+  for (auto& f : files)
+    if (f.level < kSnapshotLevel) covered = std::max(covered, f.max_txid);
+  for (auto& f : r.list_after(o.level - 1, covered)) files.push_back(f);
+  return compact_level(r, files, o);
 }
 
 // ---- retention ----

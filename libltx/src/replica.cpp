@@ -41,13 +41,39 @@ std::string Replica::key(int level, uint64_t min_txid, uint64_t max_txid) const 
   return level_prefix(level) + format_filename(min_txid, max_txid);
 }
 
+std::string Replica::base_prefix() const {
+  std::string base = loc_.scheme == Location::Scheme::S3 ? join_key(loc_.path, "") : join_key(loc_.path, "ltx");
+  return base.empty() ? "" : base + "/";
+}
+
 std::vector<ReplicaFile> Replica::list(int level) {
+  return scan(level >= 0 ? level_prefix(level) : base_prefix(), "", level);
+}
+
+std::vector<ReplicaFile> Replica::list_from(int level) {
+  if (level <= 0) return list();
+  std::string lower = level_prefix(level);
+  lower.pop_back();  // "<base><level>": every key of a lower level sorts before it, of this level after
+  return scan(base_prefix(), lower, -1);
+}
+
+std::vector<ReplicaFile> Replica::list_after(int level, uint64_t txid) {
+  const std::string p = level_prefix(level);
+  // "<p><txid+1>" sorts before every key starting at txid+1 and after every earlier one
+  auto rest = scan(p, txid == UINT64_MAX ? p + "~" : p + hex16(txid + 1), level);
+  if (txid == 0) return rest;  // the snapshots are in it
+  std::vector<ReplicaFile> out = scan(p + hex16(1) + "-", "", level);
+  for (auto& f : rest)
+    if (f.min_txid != 1) out.push_back(f);
+  return out;
+}
+
+std::vector<ReplicaFile> Replica::scan(const std::string& prefix, const std::string& start_after, int level) {
   std::vector<ReplicaFile> out;
-  std::string base = loc_.scheme == Location::Scheme::S3 ? join_key(loc_.path, "")
-                                                         : join_key(loc_.path, "ltx");
-  std::string prefix = level >= 0 ? level_prefix(level) : (base.empty() ? "" : base + "/");
-  for (auto& o : store_.list(prefix)) {
-    std::string rest = o.key.substr(prefix.size());  // [<level>/]<name>
+  for (auto& o : store_.list(prefix, start_after)) {
+    const size_t strip = level >= 0 ? level_prefix(level).size() : prefix.size();
+    if (o.key.size() < strip) continue;
+    std::string rest = o.key.substr(strip);  // [<level>/]<name>
     int lv = level;
     std::string name = rest;
     if (level < 0) {

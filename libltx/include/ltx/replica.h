@@ -41,10 +41,22 @@ class Replica {
   // Replica files at every level (level < 0) or one level, sorted by
   // (level, min_txid). Keys that do not follow the layout are ignored.
   std::vector<ReplicaFile> list(int level = -1);
+  // Levels `level` and up (one listing, starting after the lower levels).
+  std::vector<ReplicaFile> list_from(int level);
+  // Of one level, what a chain walk after TXID `txid` can take: its
+  // snapshots (MinTXID 1) and the files starting after `txid`; two
+  // listings, the second starting at that key, so the cost follows the new
+  // files, not the level's size.
+  std::vector<ReplicaFile> list_after(int level, uint64_t txid);
   Trailer trailer(const ReplicaFile& f);  // ranged GET of the last 16 bytes (cached)
   Header header(const ReplicaFile& f);    // ranged GET of the first 100 bytes (cached)
 
  private:
+  // Replica files under `prefix` (a level's or the base's) after key
+  // `start_after`; `level` < 0: the prefix holds the level folders.
+  std::vector<ReplicaFile> scan(const std::string& prefix, const std::string& start_after, int level);
+  std::string base_prefix() const;  // holds the level folders; ends with '/' unless empty
+
   Store& store_;
   Location loc_;
   std::map<std::string, Trailer> trailers_;
