@@ -25,7 +25,7 @@ struct DbEntry {
 };
 
 struct Config {
-  std::string url, state_dir, metrics_file, endpoint, region;
+  std::string url, state_dir, metrics_file, metrics_addr, endpoint, region;
   std::string age_recipients_file, age_identity;  // walsync-age(7)
   std::string metrics_interval, drain_timeout, backoff_max, sync_interval, park_after;
   long checkpoint_pages = -1, max_active = -1;
@@ -153,6 +153,7 @@ inline Config parse_file(const std::string& path) {
       if (k == "url") c.url = v;
       else if (k == "state-dir") c.state_dir = v;
       else if (k == "metrics-file") c.metrics_file = v;
+      else if (k == "metrics-addr") c.metrics_addr = v;
       else if (k == "metrics-interval") c.metrics_interval = duration(v);
       else if (k == "drain-timeout") c.drain_timeout = duration(v);
       else if (k == "backoff-max") c.backoff_max = duration(v);

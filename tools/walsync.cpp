@@ -28,6 +28,7 @@
 #include "ltx/encode.h"
 #include "ltx/fetch.h"
 #include "ltx/follow.h"
+#include "ltx/http.h"
 #include "ltx/replica.h"
 #include "ltx/watch.h"
 #include "s3common.h"
@@ -381,7 +382,7 @@ int restore_missing(Common& c, const ltx::watch::Database& d, const ltx::S3Confi
 struct Watch {
   std::vector<std::string> dbs;
   Argv exec;  // after --: the application
-  std::string state_dir, metrics_file, metrics_interval, drain, backoff_max, sync_interval, park_after;
+  std::string state_dir, metrics_file, metrics_addr, metrics_interval, drain, backoff_max, sync_interval, park_after;
   long checkpoint_pages = -1, max_active = -1;
 };
 
@@ -457,6 +458,12 @@ int watch(Common& c, Watch& w) {
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 
+  // Refused before anything starts: a busy or malformed address.
+  std::string addr = !w.metrics_addr.empty() ? w.metrics_addr : c.cfg.metrics_addr;
+  if (!addr.empty()) {
+    o.http_fd = ltx::with_context("--metrics-addr", [&] { return ltx::http::listen_on(addr); });
+    log_line("watch", "metrics at http://" + ltx::http::local_address(o.http_fd) + "/metrics and /healthz");
+  }
   curl_global_init(CURL_GLOBAL_DEFAULT);  // once, before any thread uses curl
   if (exec)
     for (const auto& d : o.dbs)
@@ -669,6 +676,7 @@ int main(int argc, char** argv) {
   wa->add_option("DB", w.dbs, "databases (WAL mode) or globs");
   wa->add_option("--state-dir", w.state_dir, "state of database NAME in DIR/NAME (default: DB-walsync beside DB)");
   wa->add_option("--metrics-file", w.metrics_file, "write Prometheus metrics to this file");
+  wa->add_option("--metrics-addr", w.metrics_addr, "serve GET /metrics and /healthz over HTTP on HOST:PORT (e.g. 127.0.0.1:9090)");
   wa->add_option("--metrics-interval", w.metrics_interval, "metrics period (default 5s)");
   wa->add_option("--checkpoint-pages", w.checkpoint_pages, "PASSIVE checkpoint at this many frames (default 1000; 0: never)");
   wa->add_option("--sync-interval", w.sync_interval, "at most one object per database per DUR; commits arriving sooner are merged (default 1s; 0: one object per file)");

@@ -29,6 +29,7 @@
 #include "ltx/bytes.h"
 #include "ltx/encode.h"
 #include "ltx/error.h"
+#include "ltx/http.h"
 #include "ltx/pipeline.h"
 #include "ltx/replica.h"
 #include "ltx/state.h"
@@ -473,8 +474,7 @@ std::string escape_label(const std::string& s) {
   return o;
 }
 
-void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
-  if (o.metrics_file.empty()) return;
+std::vector<Metrics> collect(std::vector<std::unique_ptr<Db>>& dbs) {
   std::vector<Metrics> m;
   int64_t now = now_ms();
   for (auto& d : dbs) {
@@ -490,14 +490,24 @@ void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
     x.up = (d->phase == Db::Phase::Running && !d->stop) || d->phase == Db::Phase::Parked;
     x.parked = d->phase == Db::Phase::Parked;
     x.failed = d->failed;
+    x.retrying = d->phase == Db::Phase::Waiting;
+    if (x.failed || x.retrying) {
+      std::lock_guard<std::mutex> l(d->mu);
+      x.error = d->error;
+    }
     x.requests[0] = d->requests.put;
     x.requests[1] = d->requests.get;
     x.requests[2] = d->requests.list;
     x.requests[3] = d->requests.del;
-    m.push_back(x);
+    m.push_back(std::move(x));
   }
+  return m;
+}
+
+void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
+  if (o.metrics_file.empty()) return;
   try {
-    std::string text = format_metrics(m);
+    std::string text = format_metrics(collect(dbs));
     AtomicFile a(o.metrics_file);
     write_all(a.fd(), text.data(), text.size());
     a.commit();
@@ -557,6 +567,14 @@ std::string format_metrics(const std::vector<Metrics>& m) {
       s << "walsync_requests_total{db=\"" << escape_label(x.name) << "\",kind=\"" << kRequestKinds[k] << "\"} "
         << (unsigned long long)x.requests[k] << '\n';
   return s.str();
+}
+
+bool health(const std::vector<Metrics>& m, std::string* text) {
+  text->clear();
+  for (const auto& x : m)
+    if (x.failed || x.retrying)
+      *text += x.name + (x.failed ? ": failed: " : ": retrying: ") + (x.error.empty() ? "?" : x.error) + "\n";
+  return text->empty();
 }
 
 std::vector<Metrics> parse_metrics(const std::string& text) {
@@ -682,6 +700,7 @@ class Supervisor {
   std::unordered_map<std::string, Db*> by_path_;  // directory + "/" + file name
   std::deque<Db*> queue_;
   std::vector<Db*> running_, waiting_;
+  std::unique_ptr<http::Server> http_;
   bool stopping_ = false;
   Result res_;
 };
@@ -961,7 +980,23 @@ Result Supervisor::run() {
                         " parked (nothing new since their acknowledgement), " + std::to_string(queue_.size()) +
                         " to start");
   if (o_.started) o_.started();
+  if (o_.http_fd >= 0)
+    http_ = std::make_unique<http::Server>(o_.http_fd, [this](const std::string& path) {
+      http::Response r;
+      if (path == "/metrics") {
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = format_metrics(collect(dbs_));
+      } else if (path == "/healthz") {
+        r.status = health(collect(dbs_), &r.body) ? 200 : 503;
+        if (r.status == 200) r.body = "ok\n";
+      } else {
+        r.status = 404;
+        r.body = "not found (/metrics, /healthz)\n";
+      }
+      return r;
+    });
   int64_t next_metrics = 0, deadline = 0;
+  std::vector<pollfd> fds;
   for (;;) {
     int64_t now = mono_ms();
     read_events();
@@ -1049,12 +1084,19 @@ Result Supervisor::run() {
     int64_t timeout = kicking ? 20 : !running_.empty() ? 250 : 1000;
     timeout = std::min<int64_t>(timeout, std::max<int64_t>(0, next_metrics - now));
     for (Db* d : waiting_) timeout = std::min<int64_t>(timeout, std::max<int64_t>(0, d->next_ms - now));
-    pollfd fds[3] = {{efd_, POLLIN, 0}, {ino_, POLLIN, 0}, {o_.stop_fd, POLLIN, 0}};  // poll skips fds < 0
-    if (::poll(fds, 3, int(timeout)) > 0 && (fds[0].revents & POLLIN)) {
+    fds.assign({{efd_, POLLIN, 0}, {ino_, POLLIN, 0}, {o_.stop_fd, POLLIN, 0}});  // poll skips fds < 0
+    if (http_) {
+      http_->pollfds(&fds);
+      int t = http_->timeout_ms(now);
+      if (t >= 0) timeout = std::min<int64_t>(timeout, t);
+    }
+    int ready = ::poll(fds.data(), fds.size(), int(timeout));
+    if (ready > 0 && (fds[0].revents & POLLIN)) {
       uint64_t v;
       ssize_t r = ::read(efd_, &v, sizeof v);
       (void)r;
     }
+    if (http_) http_->step(fds.data() + 3, fds.size() - 3, mono_ms());
     // Also while stopping: a signal left pending would keep stop_fd
     // readable, and poll() would not wait until the drain ends.
     if (o_.wait_stop && o_.wait_stop(0) && !stopping_) {

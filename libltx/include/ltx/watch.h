@@ -75,6 +75,10 @@ struct Options {
   // drain, max_active at a time, within drain_ms: everything committed
   // before the stop is stored (walsync watch -- CMD, when CMD exits).
   bool drain_queued = false;
+  // A listening socket (ltx/http.h listen_on): the supervisor's loop
+  // answers GET /metrics (format_metrics) and GET /healthz (health) on it.
+  // -1: none. Owned by the caller.
+  int http_fd = -1;
 };
 
 struct Result {
@@ -98,12 +102,18 @@ struct Metrics {
   bool up = false;                // its pipeline runs, or it is parked (nothing to send)
   bool parked = false;            // parked: no pipeline, everything acknowledged
   bool failed = false;            // stopped for good (a permanent failure)
+  bool retrying = false;          // waiting to restart after a failure (not in the text)
+  std::string error;              // why it failed or is retrying (not in the text)
   // Object store requests of every run (CountingStore), by kRequestKinds.
   uint64_t requests[4] = {0, 0, 0, 0};
 };
 // The kinds of Metrics::requests, as the label kind="..." names them.
 constexpr const char* kRequestKinds[4] = {"put", "get", "list", "delete"};
 std::string format_metrics(const std::vector<Metrics>& m);
+// /healthz: true when every database replicates or is parked; else
+// *text has one line per database that failed for good or is retrying,
+// "NAME: failed: WHY" or "NAME: retrying: WHY".
+bool health(const std::vector<Metrics>& m, std::string* text);
 // Parses format_metrics() output (unknown lines are ignored).
 std::vector<Metrics> parse_metrics(const std::string& text);
 
