@@ -189,3 +189,17 @@ EOF
   [ "$status" -eq 2 ]
   assert_output "walsync: bad.conf:1: unbalanced quotes: app \"unbalanced"
 }
+
+@test "examples/container/entrypoint.sh: first boot, then a boot on an empty volume restores; the app's status" {
+  cd "$T"
+  export WALSYNC_DB=$T/data/app.db WALSYNC_URL=file://$T/rep WALSYNC_METRICS_ADDR=127.0.0.1:0
+  mkdir data
+  run "$REPO_ROOT/examples/container/entrypoint.sh" python3 "$T/app.py" "$T/data/app.db" 25 0
+  [ "$status" -eq 0 ] || { echo "$output" >&2; return 1; }
+  rm -rf data && mkdir data
+  run "$REPO_ROOT/examples/container/entrypoint.sh" python3 "$T/app.py" "$T/data/app.db" 5 4
+  [ "$status" -eq 4 ] || { echo "$output" >&2; return 1; }
+  [ "$(cat seen)" = 25 ]
+  walsync restore app -b "file://$T/rep" -o restored.db
+  [ "$(rows restored.db)" = 30 ]
+}
