@@ -151,11 +151,67 @@ PY
   stop_watch "$pid"
 }
 
-@test "walsync watch: --max-active and --park-after are checked" {
-  run walsync watch --max-active 0 x.db -b file:///tmp/x
+@test "walsync watch: --max-active and --park-after are checked: one line, exit 2, nothing started" {
+  cd "$T"
+  local v
+  for v in -1 0 1001 abc 1.5; do
+    run walsync watch --max-active "$v" x.db -b "file://$T/rep"
+    [ "$status" -eq 2 ]
+    [ "${#lines[@]}" -eq 1 ]
+  done
+  run walsync watch --max-active -1 x.db -b "file://$T/rep"
+  assert_output "walsync: --max-active: Value -1 not in range 1 to 1000 (see --help)"
+  run walsync watch --max-active 0 x.db -b "file://$T/rep"
+  assert_output "walsync: --max-active: Value 0 not in range 1 to 1000 (see --help)"
+  run walsync watch --max-active abc x.db -b "file://$T/rep"
+  assert_output "walsync: --max-active: Value abc not in range 1 to 1000 (see --help)"
+  run walsync watch --checkpoint-pages -1 x.db -b "file://$T/rep"
   [ "$status" -eq 2 ]
-  assert_output "walsync: --max-active: 1 to 1000"
-  run walsync watch --park-after 2d x.db -b file:///tmp/x
+  assert_output "walsync: --checkpoint-pages: Value -1 not in range 0 to 4294967295 (see --help)"
+  printf 'url = file://%s/rep\nmax-active = 0\n' "$T" > bad.conf
+  run walsync watch -c bad.conf x.db
+  [ "$status" -eq 2 ]
+  assert_output "walsync: bad.conf:2: not a number from 1 to 1000: 0"
+  run walsync watch --park-after 2d x.db -b "file://$T/rep"
   [ "$status" -eq 2 ]
   assert_output "walsync: --park-after: at most 1d"
+  [ ! -e x.db-walsync ] && [ ! -e rep ]
+}
+
+# requests KIND DB FILE: walsync_requests_total of one database and kind.
+requests() { sed -n "s/^walsync_requests_total{db=\"$2\",kind=\"$1\"} //p" "$3"; }
+
+@test "parking: status shows a parked database as parked; a wake-up after a park sends no LIST or GET, only its PUT" {
+  cd "$T"
+  mkdb app.db
+  hold app.db
+  writer app.db 5 0
+  walsync watch -v --park-after 500ms app.db -b "file://$T/rep" --metrics-file m.prom --metrics-interval 100ms \
+    2>w.log & local pid=$!
+  wait_log "app: parked at TXID" w.log
+  wait_log 'walsync_parked{db="app"} 1' m.prom
+  run walsync status --metrics-file m.prom
+  assert_success
+  assert_line --regexp '^app +[0-9a-f]{16} +0\.0s .* parked *$'
+  cp m.prom parked1.prom
+  local k
+  [ "$(requests list app parked1.prom)" -ge 1 ]  # the first start checked the replica
+  writer app.db 3 0 100
+  wait_log "app: woken: started at" w.log
+  wait_count 2 "app: parked at TXID" w.log
+  # the metrics written after the second park: parked again, its PUT counted
+  local i
+  for i in $(seq 1 300); do
+    cp m.prom parked2.prom
+    grep -q 'walsync_parked{db="app"} 1' parked2.prom &&
+      [ "$(requests put app parked2.prom)" -gt "$(requests put app parked1.prom)" ] && break
+    sleep 0.1
+  done
+  for k in list get delete; do
+    [ "$(requests $k app parked2.prom)" = "$(requests $k app parked1.prom)" ] || fail "$k: $(requests $k app parked1.prom) -> $(requests $k app parked2.prom)"
+  done
+  [ "$(requests put app parked2.prom)" -gt "$(requests put app parked1.prom)" ]
+  stop_watch "$pid"
+  walsync restore app -b "file://$T/rep" -o r.db
+  same app.db r.db
 }

@@ -318,7 +318,7 @@ EOF
   kill -0 "$pid"  # app is still backed up
   run walsync status --metrics-file m.prom
   assert_success
-  assert_line --regexp '^app .* up *$'
+  assert_line --regexp '^app .* (active|parked) *$'
   assert_line --regexp '^plain .* failed *$'
   [ "$(metric walsync_failed app m.prom)" = 0 ]
   [ "$(metric walsync_failed plain m.prom)" = 1 ]

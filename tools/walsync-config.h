@@ -9,6 +9,8 @@
 #include <glob.h>
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -18,6 +20,10 @@
 #include "ltx/ltx.h"
 
 namespace wscfg {
+
+// Bounds of the numeric settings, for the flags (CLI::Range) and the file alike.
+constexpr long kMaxActive = 1000;                // max-active: 1 to this
+constexpr long kMaxCheckpointPages = UINT32_MAX;  // checkpoint-pages: 0 to this
 
 struct DbEntry {
   std::string path, name, url, state_dir, sync_interval;  // empty: the global value
@@ -109,10 +115,12 @@ inline Config parse_file(const std::string& path) {
   int n = 0;
   DbEntry* cur = nullptr;
   auto bad = [&](const std::string& m) { ltx::fail(ltx::Kind::Usage, path + ":" + std::to_string(n) + ": " + m); };
-  auto number = [&](const std::string& v) {
+  auto number = [&](const std::string& v, long lo, long hi) {
     char* e = nullptr;
+    errno = 0;
     long x = std::strtol(v.c_str(), &e, 10);
-    if (v.empty() || *e || x < 0) bad("not a number: " + v);
+    if (v.empty() || *e || errno || x < lo || x > hi)
+      bad("not a number from " + std::to_string(lo) + " to " + std::to_string(hi) + ": " + v);
     return x;
   };
   auto words = [&](const std::string& v) {
@@ -146,7 +154,7 @@ inline Config parse_file(const std::string& path) {
       if (k == "name") cur->name = v;
       else if (k == "url") cur->url = v;
       else if (k == "state-dir") cur->state_dir = v;
-      else if (k == "checkpoint-pages") cur->checkpoint_pages = number(v);
+      else if (k == "checkpoint-pages") cur->checkpoint_pages = number(v, 0, kMaxCheckpointPages);
       else if (k == "sync-interval") cur->sync_interval = duration(v);
       else bad("unknown key '" + k + "' in a database section (name, url, state-dir, checkpoint-pages, sync-interval)");
     } else {
@@ -158,9 +166,9 @@ inline Config parse_file(const std::string& path) {
       else if (k == "drain-timeout") c.drain_timeout = duration(v);
       else if (k == "backoff-max") c.backoff_max = duration(v);
       else if (k == "sync-interval") c.sync_interval = duration(v);
-      else if (k == "checkpoint-pages") c.checkpoint_pages = number(v);
+      else if (k == "checkpoint-pages") c.checkpoint_pages = number(v, 0, kMaxCheckpointPages);
       else if (k == "park-after") c.park_after = duration(v);
-      else if (k == "max-active") c.max_active = number(v);
+      else if (k == "max-active") c.max_active = number(v, 1, kMaxActive);
       else if (k == "endpoint") c.endpoint = v;
       else if (k == "region") c.region = v;
       else if (k == "age-recipients-file") c.age_recipients_file = v;

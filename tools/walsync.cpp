@@ -383,7 +383,7 @@ struct Watch {
   std::vector<std::string> dbs;
   Argv exec;  // after --: the application
   std::string state_dir, metrics_file, metrics_addr, metrics_interval, drain, backoff_max, sync_interval, park_after;
-  long checkpoint_pages = -1, max_active = -1;
+  long checkpoint_pages = -1, max_active = -1;  // -1: not given (the flags take no negative value)
 };
 
 int watch(Common& c, Watch& w) {
@@ -433,9 +433,8 @@ int watch(Common& c, Watch& w) {
   if (o.backoff_min_ms > o.backoff_max_ms) o.backoff_min_ms = o.backoff_max_ms;
   o.park_after_ms = int(duration_or(!w.park_after.empty() ? w.park_after : c.cfg.park_after, 5000, "--park-after"));
   if (o.park_after_ms > 86400000) ltx::fail(ltx::Kind::Usage, "--park-after: at most 1d");
-  long active = w.max_active >= 0 ? w.max_active : c.cfg.max_active >= 0 ? c.cfg.max_active : 16;
-  if (active < 1 || active > 1000) ltx::fail(ltx::Kind::Usage, "--max-active: 1 to 1000");
-  o.max_active = int(active);
+  // Both checked when parsed (CLI::Range, the configuration's number()).
+  o.max_active = int(w.max_active > 0 ? w.max_active : c.cfg.max_active > 0 ? c.cfg.max_active : 16);
   o.verbose = c.s3.verbose;
   o.log = log_line;
   App app;
@@ -659,7 +658,7 @@ int status(Common& c, const std::string& metrics_file) {
                 m.last_success_ms ? ltx::format_timestamp(m.last_success_ms / 1000 * 1000).c_str() : "-",
                 (unsigned long long)m.errors, (unsigned long long)m.requests[0], (unsigned long long)m.requests[1],
                 (unsigned long long)m.requests[2], (unsigned long long)m.requests[3],
-                m.failed ? "failed" : m.up ? "up" : "down");
+                ltx::watch::state_of(m));
   return cli::kOk;
 }
 
@@ -678,12 +677,14 @@ int main(int argc, char** argv) {
   wa->add_option("--metrics-file", w.metrics_file, "write Prometheus metrics to this file");
   wa->add_option("--metrics-addr", w.metrics_addr, "serve GET /metrics and /healthz over HTTP on HOST:PORT (e.g. 127.0.0.1:9090)");
   wa->add_option("--metrics-interval", w.metrics_interval, "metrics period (default 5s)");
-  wa->add_option("--checkpoint-pages", w.checkpoint_pages, "PASSIVE checkpoint at this many frames (default 1000; 0: never)");
+  wa->add_option("--checkpoint-pages", w.checkpoint_pages, "PASSIVE checkpoint at this many frames (default 1000; 0: never)")
+      ->check(CLI::Range(0L, wscfg::kMaxCheckpointPages));
   wa->add_option("--sync-interval", w.sync_interval, "at most one object per database per DUR; commits arriving sooner are merged (default 1s; 0: one object per file)");
   wa->add_option("--drain-timeout", w.drain, "on SIGTERM/SIGINT, wait this long for in-flight files (default 10s)");
   wa->add_option("--backoff-max", w.backoff_max, "longest delay between restarts of a failing pipeline (default 60s)");
   wa->add_option("--park-after", w.park_after, "park a database quiet this long with everything stored: no thread, connection or descriptor until its -wal changes (default 5s; 0: never)");
-  wa->add_option("--max-active", w.max_active, "pipelines running at once; other databases queue for a slot (default 16)");
+  wa->add_option("--max-active", w.max_active, "pipelines running at once; other databases queue for a slot (default 16)")
+      ->check(CLI::Range(1L, wscfg::kMaxActive));
 
   Restore r;
   auto* re = app.add_subcommand("restore", "restore a replica (NAME under -b URL, or URL) to a new database");

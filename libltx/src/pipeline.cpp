@@ -54,7 +54,9 @@ constexpr size_t kMaxMergeInputs = 32;
 class Uploader {
  public:
   Uploader(Store& store, const Location& loc, const UploadOptions& o)
-      : store_(store), rep_(store, loc), guard_(rep_, o.level), o_(o), cur_(spool()), acc_(spool()), out_(spool()) {}
+      : store_(store), rep_(store, loc), guard_(rep_, o.level), o_(o), cur_(spool()), acc_(spool()), out_(spool()) {
+    if (o.level == 0) guard_.assume_latest(o.remote_latest.txid, o.remote_latest.checksum);
+  }
 
   int run(Reader& src) {
     BufReader in(src, o_.read_buf);

@@ -242,6 +242,7 @@ void ChainGuard::load() {
   if (loaded_) return;
   files_ = r_.list();
   loaded_ = true;
+  assumed_ = false;
 }
 
 uint64_t ChainGuard::post_apply_of(const ReplicaFile& f) {
@@ -250,7 +251,17 @@ uint64_t ChainGuard::post_apply_of(const ReplicaFile& f) {
   return r_.trailer(f).post_apply;
 }
 
+void ChainGuard::assume_latest(uint64_t txid, uint64_t post_apply) {
+  if (loaded_ || level_ != 0 || txid == 0) return;
+  assumed_ = true;
+  assumed_txid_ = txid;
+  assumed_post_ = post_apply;
+}
+
 ChainGuard::Action ChainGuard::check(const Header& h, const Trailer& t) {
+  if (!loaded_ && assumed_ && !h.snapshot() && h.min_txid == assumed_txid_ + 1 &&
+      (h.no_checksum() || assumed_post_ == 0 || h.pre_apply == assumed_post_))
+    return Action::Upload;
   load();
   std::string name = format_filename(h.min_txid, h.max_txid);
   std::string key = r_.key(level_, h.min_txid, h.max_txid);
@@ -321,6 +332,12 @@ ChainGuard::Action ChainGuard::check(const Header& h, const Trailer& t) {
 }
 
 void ChainGuard::uploaded(const Header& h, const Trailer& t, uint64_t size) {
+  if (!loaded_ && assumed_) {  // still continuing the assumed latest
+    assumed_txid_ = h.max_txid;
+    assumed_post_ = t.post_apply;
+    local_[r_.key(level_, h.min_txid, h.max_txid)] = t;
+    return;
+  }
   load();
   ReplicaFile f;
   f.level = level_;

@@ -358,7 +358,8 @@ void run_pipeline(Db& d, const Options& o) {
     bind_state(d.cfg.state_dir, d.cfg.url);
     // Woken after a clean park by this process: the acknowledgement is the
     // remote's latest already (no LIST per wake-up).
-    if (!d.synced) sync_ack(*store, loc, ack);
+    const bool synced = d.synced;
+    if (!synced) sync_ack(*store, loc, ack);
     d.synced = false;
     // The state is checked, never trusted: damaged, or gone while the
     // replica holds files (sync_ack brought the acknowledgement back), it is
@@ -436,6 +437,10 @@ void run_pipeline(Db& d, const Options& o) {
     u.read_buf = 8 * 1024;
     u.allow_empty = true;
     u.sync_interval_ms = d.cfg.sync_interval_ms;
+    // Woken after a clean park: the remote's latest is the acknowledgement
+    // (checked above against the page state), so the first file's chain
+    // check needs no LIST and GET either (walsync(1), Parking).
+    if (synced && have) u.remote_latest = acked;
     uint64_t consumed = 0;
     u.on_file = [&](const UploadedObject& x) {
       consumed += x.input_bytes;
@@ -474,7 +479,7 @@ std::string escape_label(const std::string& s) {
   return o;
 }
 
-std::vector<Metrics> collect(std::vector<std::unique_ptr<Db>>& dbs) {
+std::vector<Metrics> collect(std::vector<std::unique_ptr<Db>>& dbs, bool stopping) {
   std::vector<Metrics> m;
   int64_t now = now_ms();
   for (auto& d : dbs) {
@@ -489,6 +494,7 @@ std::vector<Metrics> collect(std::vector<std::unique_ptr<Db>>& dbs) {
     x.last_success_ms = d->last_success_ms;
     x.up = (d->phase == Db::Phase::Running && !d->stop) || d->phase == Db::Phase::Parked;
     x.parked = d->phase == Db::Phase::Parked;
+    x.queued = d->phase == Db::Phase::Queued && !stopping;
     x.failed = d->failed;
     x.retrying = d->phase == Db::Phase::Waiting;
     if (x.failed || x.retrying) {
@@ -504,10 +510,10 @@ std::vector<Metrics> collect(std::vector<std::unique_ptr<Db>>& dbs) {
   return m;
 }
 
-void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs) {
+void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs, bool stopping) {
   if (o.metrics_file.empty()) return;
   try {
-    std::string text = format_metrics(collect(dbs));
+    std::string text = format_metrics(collect(dbs, stopping));
     AtomicFile a(o.metrics_file);
     write_all(a.fd(), text.data(), text.size());
     a.commit();
@@ -536,8 +542,10 @@ std::string format_metrics(const std::vector<Metrics>& m) {
       {"walsync_errors_total", "counter", "Pipeline failures."},
       {"walsync_restarts_total", "counter", "Pipeline restarts after a failure."},
       {"walsync_last_success_timestamp_seconds", "gauge", "Unix time of the last stored file (0: none)."},
-      {"walsync_up", "gauge", "1 while the pipeline runs."},
+      {"walsync_up", "gauge", "1 while the pipeline runs or the database is parked."},
       {"walsync_failed", "gauge", "1 once the pipeline failed in a way retrying cannot cure; not restarted."},
+      {"walsync_parked", "gauge", "1 while parked: no pipeline, everything committed is stored."},
+      {"walsync_queued", "gauge", "1 while waiting for a pipeline slot (--max-active)."},
   };
   std::ostringstream s;
   for (int i = 0; i < int(sizeof defs / sizeof defs[0]); i++) {
@@ -555,7 +563,9 @@ std::string format_metrics(const std::vector<Metrics>& m) {
         case 5: std::snprintf(v, sizeof v, "%llu", (unsigned long long)x.restarts); break;
         case 6: std::snprintf(v, sizeof v, "%.3f", double(x.last_success_ms) / 1000.0); break;
         case 7: std::snprintf(v, sizeof v, "%d", x.up ? 1 : 0); break;
-        default: std::snprintf(v, sizeof v, "%d", x.failed ? 1 : 0); break;
+        case 8: std::snprintf(v, sizeof v, "%d", x.failed ? 1 : 0); break;
+        case 9: std::snprintf(v, sizeof v, "%d", x.parked ? 1 : 0); break;
+        default: std::snprintf(v, sizeof v, "%d", x.queued ? 1 : 0); break;
       }
       s << v << '\n';
     }
@@ -577,8 +587,13 @@ bool health(const std::vector<Metrics>& m, std::string* text) {
   return text->empty();
 }
 
+const char* state_of(const Metrics& m) {
+  return m.failed ? "failed" : m.parked ? "parked" : m.queued ? "queued" : m.up ? "active" : "down";
+}
+
 std::vector<Metrics> parse_metrics(const std::string& text) {
   std::vector<Metrics> out;
+  std::unordered_map<std::string, size_t> index;
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
@@ -599,14 +614,12 @@ std::vector<Metrics> parse_metrics(const std::string& text) {
     }
     if (i < e && line.compare(i, 8, "\",kind=\"") == 0) kind = line.substr(i + 8, e - i - 8);
     std::string v = line.substr(e + 3);
-    Metrics* x = nullptr;
-    for (auto& m : out)
-      if (m.name == name) x = &m;
-    if (!x) {
+    auto at = index.emplace(name, out.size());  // thousands of databases: no scan per line
+    if (at.second) {
       out.push_back(Metrics{});
-      x = &out.back();
-      x->name = name;
+      out.back().name = name;
     }
+    Metrics* x = &out[at.first->second];
     double d = std::strtod(v.c_str(), nullptr);
     if (metric == "walsync_position_txid") x->txid = std::strtoull(v.c_str(), nullptr, 10);
     else if (metric == "walsync_lag_seconds") x->lag_s = d;
@@ -617,6 +630,8 @@ std::vector<Metrics> parse_metrics(const std::string& text) {
     else if (metric == "walsync_last_success_timestamp_seconds") x->last_success_ms = int64_t(d * 1000);
     else if (metric == "walsync_up") x->up = d != 0;
     else if (metric == "walsync_failed") x->failed = d != 0;
+    else if (metric == "walsync_parked") x->parked = d != 0;
+    else if (metric == "walsync_queued") x->queued = d != 0;
     else if (metric == "walsync_requests_total")
       for (int k = 0; k < 4; k++)
         if (kind == kRequestKinds[k]) x->requests[k] = std::strtoull(v.c_str(), nullptr, 10);
@@ -985,9 +1000,9 @@ Result Supervisor::run() {
       http::Response r;
       if (path == "/metrics") {
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = format_metrics(collect(dbs_));
+        r.body = format_metrics(collect(dbs_, stopping_));
       } else if (path == "/healthz") {
-        r.status = health(collect(dbs_), &r.body) ? 200 : 503;
+        r.status = health(collect(dbs_, stopping_), &r.body) ? 200 : 503;
         if (r.status == 200) r.body = "ok\n";
       } else {
         r.status = 404;
@@ -1053,7 +1068,7 @@ Result Supervisor::run() {
       }
     }
     if (now >= next_metrics) {
-      write_metrics(o_, dbs_);
+      write_metrics(o_, dbs_, stopping_);
       next_metrics = now + o_.metrics_interval_ms;
     }
     size_t failed = 0;
@@ -1067,12 +1082,12 @@ Result Supervisor::run() {
       bool to_drain = false;
       for (Db* d : queue_) to_drain = to_drain || (o_.drain_queued && d->phase == Db::Phase::Queued);
       if (running_.empty() && !to_drain) {
-        write_metrics(o_, dbs_);
+        write_metrics(o_, dbs_, stopping_);
         return res_;
       }
       if (now >= deadline) {
         for (Db* d : running_) log(*d, "not drained within " + std::to_string(o_.drain_ms) + " ms");
-        write_metrics(o_, dbs_);
+        write_metrics(o_, dbs_, stopping_);
         res_.drained = false;  // their threads still run: run() leaves us to them, the caller exits
         if (res_.status == 0) res_.status = 1;
         return res_;

@@ -47,6 +47,10 @@ struct UploadOptions {
   // Reader::wait) and are merged (ltx/merge.h) into one object with their
   // TXID range. 0: one object per file.
   int64_t sync_interval_ms = 0;
+  // Level 0: the remote's latest file, when it is known without asking
+  // (ChainGuard::assume_latest: txid and post-apply checksum); txid 0:
+  // unknown, the first file lists the replica to check the chain.
+  Position remote_latest;
   // After each object. May be empty.
   std::function<void(const UploadedObject&)> on_file;
 };

@@ -144,9 +144,18 @@ class ChainGuard {
   Action check(const Header& h, const Trailer& t);
   // Record a file as uploaded (the in-memory model of the remote).
   void uploaded(const Header& h, const Trailer& t, uint64_t size);
+  // Level 0: the remote's latest file is known to end at TXID txid with
+  // this post-apply checksum (the acknowledgement of a pipeline that this
+  // process ran and drained, the replica having no other writer). A file
+  // that continues it (MinTXID txid+1, matching pre-apply) is judged, and
+  // its upload recorded, without a request; any other file lists the
+  // replica and is judged by the rules above.
+  void assume_latest(uint64_t txid, uint64_t post_apply);
 
  private:
   void load();
+  bool assumed_ = false;  // assume_latest() and not loaded yet
+  uint64_t assumed_txid_ = 0, assumed_post_ = 0;
   uint64_t post_apply_of(const ReplicaFile& f);
   Replica& r_;
   int level_;

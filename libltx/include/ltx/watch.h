@@ -101,12 +101,16 @@ struct Metrics {
   int64_t last_success_ms = 0;    // last stored file (0: none yet)
   bool up = false;                // its pipeline runs, or it is parked (nothing to send)
   bool parked = false;            // parked: no pipeline, everything acknowledged
+  bool queued = false;            // waiting for a pipeline slot (--max-active)
   bool failed = false;            // stopped for good (a permanent failure)
   bool retrying = false;          // waiting to restart after a failure (not in the text)
   std::string error;              // why it failed or is retrying (not in the text)
   // Object store requests of every run (CountingStore), by kRequestKinds.
   uint64_t requests[4] = {0, 0, 0, 0};
 };
+// What walsync status calls its state: "failed", "parked", "queued",
+// "active" (its pipeline runs) or "down" (waiting to restart, or stopped).
+const char* state_of(const Metrics& m);
 // The kinds of Metrics::requests, as the label kind="..." names them.
 constexpr const char* kRequestKinds[4] = {"put", "get", "list", "delete"};
 std::string format_metrics(const std::vector<Metrics>& m);
