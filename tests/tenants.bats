@@ -215,3 +215,98 @@ requests() { sed -n "s/^walsync_requests_total{db=\"$2\",kind=\"$1\"} //p" "$3";
   walsync restore app -b "file://$T/rep" -o r.db
   same app.db r.db
 }
+
+@test "discovery: --dir/--pattern: tenants present at start and created later are backed up to BASE/REL and restore exactly; others ignored with one line, once" {
+  cd "$T"
+  mkdir -p app/t1 app/t2 app/t1/deep/x
+  mkdb app/t1/app.db; mkdb app/t2/app.db
+  writer app/t1/app.db 5 0; writer app/t2/app.db 5 0
+  sqlite3 app/t2/old.db "CREATE TABLE x(a)"  # rollback journal
+  echo hello > app/t2/notes.db
+  mkdb elsewhere.db; ln -s "$T/elsewhere.db" app/t2/link.db
+  mkdb app/t1/deep/x/app.db  # deeper than the pattern
+  walsync watch -v --park-after 500ms --dir app --pattern '*/*.db' -b "file://$T/rep" \
+    --metrics-file m.prom --metrics-interval 100ms 2>w.log & local pid=$!
+  wait_log "watch: 2 databases checked in [0-9]* ms" w.log
+  # a tenant that arrives later (and one more in an existing directory)
+  mkdir app/t3
+  mkdb app/t3/app.db; writer app/t3/app.db 5 0
+  mkdb app/t1/extra.db; writer app/t1/extra.db 3 0
+  wait_log "t3/app: found app/t3/app.db" w.log
+  wait_log "t1/extra: found app/t1/extra.db" w.log
+  writer app/t1/app.db 5 0 100
+  for n in t1/app t2/app t3/app t1/extra; do wait_log "$n: parked at TXID" w.log; done
+  # the application touches the ignored files again: still one line each
+  sqlite3 app/t2/old.db "INSERT INTO x VALUES(1)"; echo more >> app/t2/notes.db
+  writer app/t3/app.db 2 0 100
+  wait_count 2 "t3/app: parked at TXID" w.log
+  stop_watch "$pid"
+  cat w.log >&2
+  [ "$(grep -c "app/t2/old.db: not in WAL mode (PRAGMA journal_mode=WAL): ignored" w.log)" -eq 1 ]
+  [ "$(grep -c "app/t2/notes.db: not a SQLite database: ignored" w.log)" -eq 1 ]
+  [ "$(grep -c "app/t2/link.db: a symbolic link (not followed: watch its target's directory): ignored" w.log)" -eq 1 ]
+  ! grep -q "deep" w.log
+  [ ! -e rep/t1/deep ] && [ ! -e rep/t2/old ] && [ ! -e rep/t2/notes ] && [ ! -e rep/t2/link ]
+  for n in t1/app t2/app t3/app t1/extra; do
+    walsync restore "$n" -b "file://$T/rep" -o "r-${n//\//-}.db"
+    same "app/$n.db" "r-${n//\//-}.db"
+  done
+}
+
+@test "discovery: a tenant whose database is deleted is stopped and forgotten; its replica stays; one created again under the name is picked up" {
+  cd "$T"
+  mkdir -p app/a app/b
+  mkdb app/a/app.db; mkdb app/b/app.db
+  writer app/a/app.db 5 0; writer app/b/app.db 5 0
+  walsync watch -v --park-after 500ms --dir app --pattern '*/app.db' -b "file://$T/rep" \
+    --metrics-file m.prom --metrics-interval 100ms 2>w.log & local pid=$!
+  for n in a b; do wait_log "$n/app: parked at TXID" w.log; done
+  cp app/b/app.db saved.db
+  rm -r app/b
+  wait_log "b/app: app/b/app.db is gone: stopped; its replica stays" w.log
+  local i
+  for i in $(seq 1 100); do ! grep -q 'db="b/app"' m.prom && break; sleep 0.1; done
+  ! grep -q 'db="b/app"' m.prom
+  grep -q 'walsync_parked{db="a/app"} 1' m.prom
+  # a running tenant removed mid-write: stopped too
+  writer app/a/app.db 50 0.02 100 &
+  local wp=$!
+  wait_log "a/app: woken: started at" w.log
+  wait "$wp"
+  rm app/a/app.db app/a/app.db-wal app/a/app.db-shm 2>/dev/null || true
+  wait_log "a/app: app/a/app.db is gone: stopped; its replica stays" w.log
+  # b comes back: a new database under the old name
+  mkdir app/b
+  mkdb app/b/app.db; writer app/b/app.db 3 0 500
+  wait_count 1 "b/app: found app/b/app.db" w.log
+  wait_count 2 "b/app: parked at TXID" w.log
+  kill -0 "$pid"
+  stop_watch "$pid"
+  cat w.log >&2
+  ! grep -q "failed" w.log
+  walsync restore b/app -b "file://$T/rep" -o rb.db
+  same app/b/app.db rb.db
+  walsync restore a/app -b "file://$T/rep" -o ra.db
+  [ "$(sqlite3 ra.db 'PRAGMA integrity_check')" = ok ]
+}
+
+@test "discovery: --pattern and --dir are checked" {
+  cd "$T"
+  mkdir d
+  run walsync watch --dir d --pattern '/abs/*.db' -b "file://$T/rep"
+  [ "$status" -eq 2 ]
+  assert_output "walsync: --pattern /abs/*.db: must be relative to the directory"
+  run walsync watch --dir d --pattern '../*.db' -b "file://$T/rep"
+  [ "$status" -eq 2 ]
+  assert_output "walsync: --pattern ../*.db: a '..' component"
+  run walsync watch --dir d --pattern 'a/b/c/d/e/f/g/h/i.db' -b "file://$T/rep"
+  [ "$status" -eq 2 ]
+  assert_output "walsync: --pattern a/b/c/d/e/f/g/h/i.db: more than 8 levels"
+  run walsync watch --pattern '*.db' -b "file://$T/rep" x.db
+  [ "$status" -eq 2 ]
+  assert_output "walsync: --pattern needs --dir"
+  run walsync watch --dir missing -b "file://$T/rep"
+  [ "$status" -eq 1 ]
+  assert_output "walsync: missing: No such file or directory"
+  [ ! -e rep ]
+}

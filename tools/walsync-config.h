@@ -34,6 +34,7 @@ struct Config {
   std::string url, state_dir, metrics_file, metrics_addr, endpoint, region;
   std::string age_recipients_file, age_identity;  // walsync-age(7)
   std::string metrics_interval, drain_timeout, backoff_max, sync_interval, park_after;
+  std::string dir, pattern;  // discovery (walsync watch --dir, --pattern)
   long checkpoint_pages = -1, max_active = -1;
   std::vector<std::string> exec;  // walsync watch -- CMD [ARGS]
   std::vector<DbEntry> dbs;
@@ -52,6 +53,14 @@ inline std::string name_of(const std::string& path) {
     if (b.size() > e.size() && b.compare(b.size() - e.size(), e.size(), e) == 0) return b.substr(0, b.size() - e.size());
   }
   return b;
+}
+
+// The replica name of a database found under a --dir: its path relative to
+// the directory, the file name's suffix dropped as name_of drops it
+// ("t1/app.db" -> "t1/app").
+inline std::string name_under(const std::string& rel) {
+  size_t s = rel.rfind('/');
+  return s == std::string::npos ? name_of(rel) : rel.substr(0, s + 1) + name_of(rel);
 }
 
 // Regular files matching a path or glob, sorted; a plain path is kept even
@@ -169,6 +178,8 @@ inline Config parse_file(const std::string& path) {
       else if (k == "checkpoint-pages") c.checkpoint_pages = number(v, 0, kMaxCheckpointPages);
       else if (k == "park-after") c.park_after = duration(v);
       else if (k == "max-active") c.max_active = number(v, 1, kMaxActive);
+      else if (k == "dir") c.dir = v;
+      else if (k == "pattern") c.pattern = v;
       else if (k == "endpoint") c.endpoint = v;
       else if (k == "region") c.region = v;
       else if (k == "age-recipients-file") c.age_recipients_file = v;

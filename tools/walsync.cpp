@@ -25,6 +25,7 @@
 #include "cli.h"
 #include "ltx/apply.h"
 #include "ltx/bytes.h"
+#include "ltx/discover.h"
 #include "ltx/encode.h"
 #include "ltx/fetch.h"
 #include "ltx/follow.h"
@@ -225,6 +226,16 @@ struct Common {
         std::string n = d.name.empty() ? wscfg::name_of(p) : d.name;
         if (n == arg || p == arg) return !d.url.empty() ? d.url : join_url(need_bucket(), n);
       }
+    // A database found under the configuration's dir, or the replica name
+    // of one found under a --dir ("t1/app": a '/' and no file by that name).
+    struct stat st {};
+    std::string dir = cfg.dir;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    if (!dir.empty() && arg.size() > dir.size() + 1 && arg.compare(0, dir.size() + 1, dir + "/") == 0)
+      return join_url(need_bucket(), wscfg::name_under(arg.substr(dir.size() + 1)));
+    if (arg.find('/') != std::string::npos && wscfg::name_of(arg) == arg.substr(arg.rfind('/') + 1) &&
+        ::stat(arg.c_str(), &st) != 0)
+      return join_url(need_bucket(), arg);
     return join_url(need_bucket(), wscfg::name_of(arg));
   }
   std::string need_bucket() {
@@ -382,6 +393,7 @@ int restore_missing(Common& c, const ltx::watch::Database& d, const ltx::S3Confi
 struct Watch {
   std::vector<std::string> dbs;
   Argv exec;  // after --: the application
+  std::string dir, pattern;  // --dir, --pattern
   std::string state_dir, metrics_file, metrics_addr, metrics_interval, drain, backoff_max, sync_interval, park_after;
   long checkpoint_pages = -1, max_active = -1;  // -1: not given (the flags take no negative value)
 };
@@ -389,10 +401,11 @@ struct Watch {
 int watch(Common& c, Watch& w) {
   c.load();
   ltx::watch::Options o;
-  auto add = [&](const std::string& path, const wscfg::DbEntry* e, size_t matches) {
+  // name: the replica name (wscfg::name_of, or name_under for --dir).
+  auto make = [&](const std::string& path, const std::string& name, const wscfg::DbEntry* e, size_t matches) {
     ltx::watch::Database d;
     d.db = path;
-    d.name = e && !e->name.empty() && matches == 1 ? e->name : wscfg::name_of(path);
+    d.name = e && !e->name.empty() && matches == 1 ? e->name : name;
     d.url = e && !e->url.empty() && matches == 1 ? e->url : join_url(c.need_bucket(), d.name);
     std::string base = !w.state_dir.empty() ? w.state_dir : c.cfg.state_dir;
     d.state_dir = e && !e->state_dir.empty() && matches == 1 ? e->state_dir
@@ -408,6 +421,10 @@ int watch(Common& c, Watch& w) {
                                                                     : c.cfg.sync_interval,
                                      1000, "--sync-interval");
     if (d.sync_interval_ms > 3600000) ltx::fail(ltx::Kind::Usage, "--sync-interval: at most 1h");
+    return d;
+  };
+  auto add = [&](const std::string& path, const wscfg::DbEntry* e, size_t matches) {
+    ltx::watch::Database d = make(path, wscfg::name_of(path), e, matches);
     for (const auto& x : o.dbs)
       if (x.name == d.name) ltx::fail(ltx::Kind::Usage, path + ": name '" + d.name + "' is taken by " + x.db + " (set name = in the config)");
     o.dbs.push_back(d);
@@ -420,9 +437,26 @@ int watch(Common& c, Watch& w) {
   }
   for (const auto& pat : w.dbs)
     for (const auto& p : wscfg::expand(pat)) add(p, nullptr, 1);
-  if (o.dbs.empty()) ltx::fail(ltx::Kind::Usage, "no databases to watch (give DB... or a config with [DB] sections)");
+  std::string dir = !w.dir.empty() ? w.dir : c.cfg.dir;
+  if (!dir.empty()) {
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    std::string pattern = !w.pattern.empty() ? w.pattern : !c.cfg.pattern.empty() ? c.cfg.pattern : "*.db";
+    std::string bad = ltx::discover::check_pattern(pattern);
+    if (!bad.empty()) ltx::fail(ltx::Kind::Usage, "--pattern " + pattern + ": " + bad);
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) ltx::fail_errno(dir);
+    if (!S_ISDIR(st.st_mode)) ltx::fail(ltx::Kind::Usage, "--dir " + dir + ": not a directory");
+    make(dir + "/x.db", "x", nullptr, 1);  // the settings every database found will take: checked now
+    o.discover.push_back({dir, pattern, [make](const std::string& path, const std::string& rel) {
+                            return make(path, wscfg::name_under(rel), nullptr, 1);
+                          }});
+  } else if (!w.pattern.empty()) {
+    ltx::fail(ltx::Kind::Usage, "--pattern needs --dir");
+  }
+  if (o.dbs.empty() && o.discover.empty())
+    ltx::fail(ltx::Kind::Usage, "no databases to watch (give DB..., --dir DIR, or a config with [DB] sections)");
 
-  ltx::Location loc = ltx::parse_url(o.dbs.front().url);
+  ltx::Location loc = ltx::parse_url(o.dbs.empty() ? c.need_bucket() : o.dbs.front().url);
   for (const auto& d : o.dbs)
     if (ltx::parse_url(d.url).scheme == ltx::Location::Scheme::S3) loc = ltx::parse_url(d.url);
   o.s3 = s3cli::config(c.s3, loc);
@@ -673,6 +707,8 @@ int main(int argc, char** argv) {
                                          "with -- CMD [ARGS] (last), restore missing databases, run CMD and exit with it");
   add_common(wa, c);
   wa->add_option("DB", w.dbs, "databases (WAL mode) or globs");
+  wa->add_option("--dir", w.dir, "also every database under DIR matching --pattern, as they come and go; replica name: its path under DIR");
+  wa->add_option("--pattern", w.pattern, "with --dir: a glob of the path under DIR, '/' between levels (default *.db)");
   wa->add_option("--state-dir", w.state_dir, "state of database NAME in DIR/NAME (default: DB-walsync beside DB)");
   wa->add_option("--metrics-file", w.metrics_file, "write Prometheus metrics to this file");
   wa->add_option("--metrics-addr", w.metrics_addr, "serve GET /metrics and /healthz over HTTP on HOST:PORT (e.g. 127.0.0.1:9090)");

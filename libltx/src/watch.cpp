@@ -2,6 +2,7 @@
 #include "ltx/watch.h"
 
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,9 +25,11 @@
 #include <sstream>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "ltx/bytes.h"
+#include "ltx/discover.h"
 #include "ltx/encode.h"
 #include "ltx/error.h"
 #include "ltx/http.h"
@@ -199,6 +202,8 @@ struct Db {
   std::atomic<int64_t> active_ms{0};   // monotonic time of the tail's last output
   int notify_fd = -1;                  // written when its last stage ends (the supervisor's eventfd)
   bool woken_start = false;            // this start follows a park or a yield (logged with -v only)
+  bool discovered = false;             // found under a Discovery::dir: forgotten when its file goes
+  bool removed = false;                // its file is gone: forgotten once its pipeline is reaped
   volatile std::sig_atomic_t stop = 0;
   std::atomic<int> done{0};            // stages finished this run (3: all)
   std::atomic<bool> tail_started{false}, tail_done{false}, stored_this_run{false};
@@ -704,6 +709,14 @@ class Supervisor {
   void read_events();
   void changed(Db& d);
   void stop_to_park(Db& d);
+  // Discovery (Options::discover).
+  Db* add(const Database& cfg, bool discovered);
+  void watch_dir(const std::string& dir);
+  void scan(size_t k, const std::string& rel, bool log_new);
+  void consider(size_t k, const std::string& rel, bool log_new);
+  void rescan_dirty(int64_t now);
+  void gone(Db& d);
+  void forget(Db& d);
 
   const Options& o_;
   int park_after_;
@@ -713,6 +726,15 @@ class Supervisor {
   std::unordered_map<int, std::string> dir_wd_;
   std::unordered_map<std::string, int> dirs_;
   std::unordered_map<std::string, Db*> by_path_;  // directory + "/" + file name
+  std::unordered_set<std::string> names_;          // of every database (replica names are unique)
+  // Discovery: the directories it watches (path -> Options::discover index
+  // and the path relative to its dir), those whose events ask for a rescan,
+  // and the files ignored (logged once).
+  std::unordered_map<std::string, std::pair<size_t, std::string>> disc_dirs_;
+  std::unordered_set<std::string> dirty_;
+  bool rescan_all_ = false;
+  int64_t next_rescan_ = 0;
+  std::unordered_map<std::string, std::string> ignored_;
   std::deque<Db*> queue_;
   std::vector<Db*> running_, waiting_;
   std::unique_ptr<http::Server> http_;
@@ -871,14 +893,196 @@ void Supervisor::read_events() {
         changed(d);
         continue;
       }
+      if (ev->mask & IN_Q_OVERFLOW) {  // events were lost: look at everything again
+        rescan_all_ = true;
+        for (auto& dp : dbs_)
+          if (dp->phase == Db::Phase::Parked) changed(*dp);
+        continue;
+      }
       auto dw = dir_wd_.find(ev->wd);
-      if (dw == dir_wd_.end() || ev->len == 0) continue;
-      std::string name(ev->name);
-      if (name.size() > 4 && name.compare(name.size() - 4, 4, "-wal") == 0) name.resize(name.size() - 4);
-      auto db = by_path_.find(dw->second + "/" + name);
-      if (db != by_path_.end()) changed(*db->second);
+      if (dw == dir_wd_.end()) continue;
+      const std::string dir = dw->second;
+      if (ev->mask & IN_IGNORED) {  // the directory is gone: so is its watch
+        dir_wd_.erase(dw);
+        dirs_.erase(dir);
+        disc_dirs_.erase(dir);
+        continue;
+      }
+      if (ev->len == 0) continue;
+      std::string name(ev->name), base = name;
+      bool side = false;
+      for (const char* sfx : {"-wal", "-shm", "-journal"}) {
+        size_t n = std::strlen(sfx);
+        if (base.size() > n && base.compare(base.size() - n, n, sfx) == 0) {
+          base.resize(base.size() - n);
+          side = true;
+          break;
+        }
+      }
+      auto db = by_path_.find(dir + "/" + base);
+      if (db != by_path_.end()) {
+        Db& d = *db->second;
+        if (!side && d.discovered && (ev->mask & (IN_DELETE | IN_MOVED_FROM))) gone(d);
+        else if (!side || std::strcmp(name.c_str() + base.size(), "-wal") == 0) changed(d);
+        continue;
+      }
+      // In a directory of a Discovery: a new database (or one that became
+      // a WAL database: its -wal appears), a new directory, one gone.
+      auto dd = disc_dirs_.find(dir);
+      if (dd == disc_dirs_.end()) continue;
+      const size_t k = dd->second.first;
+      const std::string rel = dd->second.second.empty() ? base : dd->second.second + "/" + base;
+      if ((ev->mask & IN_ISDIR) && !side) {
+        if (ev->mask & (IN_CREATE | IN_MOVED_TO)) {
+          scan(k, rel, true);
+        } else {  // removed or moved away: what was found under it
+          const std::string sub = dir + "/" + base;
+          for (auto it = disc_dirs_.begin(); it != disc_dirs_.end();) {
+            if (it->first == sub || it->first.compare(0, sub.size() + 1, sub + "/") == 0) {
+              auto w = dirs_.find(it->first);
+              if (w != dirs_.end()) {
+                if (w->second >= 0) inotify_rm_watch(ino_, w->second), dir_wd_.erase(w->second);
+                dirs_.erase(w);
+              }
+              it = disc_dirs_.erase(it);
+            } else {
+              ++it;
+            }
+          }
+          std::vector<Db*> under;
+          for (auto& dp : dbs_)
+            if (dp->discovered && dp->cfg.db.compare(0, sub.size() + 1, sub + "/") == 0) under.push_back(dp.get());
+          for (Db* d : under) gone(*d);
+        }
+      } else if (ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MODIFY | IN_DELETE)) {
+        consider(k, rel, true);
+      }
     }
   }
+}
+
+// ---- discovery ----
+
+// A database to watch from now on (not yet checked).
+Db* Supervisor::add(const Database& cfg, bool discovered) {
+  dbs_.push_back(std::make_unique<Db>());
+  Db& d = *dbs_.back();
+  d.cfg = cfg;
+  d.discovered = discovered;
+  d.phase = Db::Phase::Waiting;  // not in any list until first_check
+  std::string dir = dir_of(d.cfg.db);
+  by_path_[dir + "/" + base_of(d.cfg.db)] = &d;
+  names_.insert(d.cfg.name);
+  watch_dir(dir);
+  return &d;
+}
+
+void Supervisor::watch_dir(const std::string& dir) {
+  if (ino_ < 0 || dirs_.count(dir)) return;
+  int wd = inotify_add_watch(ino_, dir.c_str(), kDirMask);
+  if (wd < 0 && errno == ENOSPC && o_.log)
+    o_.log("watch", dir + ": inotify watch limit reached (fs.inotify.max_user_watches): found by the rescan only");
+  dirs_[dir] = wd;
+  if (wd >= 0) dir_wd_[wd] = dir;
+}
+
+// Walks discover[k].dir/rel: every directory that can hold a match is
+// watched, every match considered.
+void Supervisor::scan(size_t k, const std::string& rel, bool log_new) {
+  const Discovery& x = o_.discover[k];
+  discover::walk(
+      x.dir, rel, x.pattern,
+      [&](const std::string& r) {
+        std::string dir = r.empty() ? x.dir : x.dir + "/" + r;
+        watch_dir(dir);
+        disc_dirs_[dir] = {k, r};
+      },
+      [&](const std::string& r) { consider(k, r, log_new); },
+      [&](const std::string& r, int err) {
+        std::string dir = r.empty() ? x.dir : x.dir + "/" + r;
+        if (err != ENOENT && ignored_.emplace(dir, std::strerror(err)).second && o_.log)
+          o_.log("watch", dir + ": " + std::strerror(err) + ": not searched");
+      });
+}
+
+// A path under discover[k].dir that may match: watched if it is a WAL
+// database; otherwise said once (a file being created is looked at again
+// on its next event).
+void Supervisor::consider(size_t k, const std::string& rel, bool log_new) {
+  const Discovery& x = o_.discover[k];
+  const std::string path = x.dir + "/" + rel;
+  if (by_path_.count(dir_of(path) + "/" + base_of(path))) return;
+  if (::fnmatch(x.pattern.c_str(), rel.c_str(), FNM_PATHNAME) != 0) return;
+  std::string why;
+  discover::Kind kind = discover::classify(path, &why);
+  if (kind != discover::Kind::Wal) {
+    if (kind == discover::Kind::NotYet || (kind == discover::Kind::Skipped && why == std::strerror(ENOENT))) {
+      ignored_.erase(path);
+      return;
+    }
+    auto it = ignored_.find(path);
+    if ((it == ignored_.end() || it->second != why) && o_.log) o_.log("watch", path + ": " + why + ": ignored");
+    ignored_[path] = why;
+    return;
+  }
+  ignored_.erase(path);
+  Database cfg = x.make(path, rel);
+  if (names_.count(cfg.name)) {
+    if (ignored_.emplace(path, "name").second && o_.log)
+      o_.log("watch", path + ": replica name '" + cfg.name + "' is taken by another database: ignored");
+    return;
+  }
+  Db* d = add(cfg, true);
+  if (log_new) log(*d, "found " + path);
+  try {
+    first_check(*d);
+  } catch (const std::exception& e) {
+    d->state_lock.reset();
+    d->ack_lock.reset();
+    d->failed = true;
+    d->phase = Db::Phase::Failed;
+    d->errors++;
+    log(*d, std::string("failed: ") + e.what() + "; not restarting");
+  }
+}
+
+// Its file may be gone: forgotten if it is.
+void Supervisor::gone(Db& d) {
+  struct stat st {};
+  if (::lstat(d.cfg.db.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return;
+  if (d.removed) return;
+  d.removed = true;
+  log(d, d.cfg.db + " is gone: stopped; its replica stays");
+  if (d.phase == Db::Phase::Running) {
+    d.stop = 1;  // forgotten when reaped
+    return;
+  }
+  forget(d);
+}
+
+// Drops a database that runs no pipeline.
+void Supervisor::forget(Db& d) {
+  unwatch_wal(d);
+  d.state_lock.reset();
+  d.ack_lock.reset();
+  queue_.erase(std::remove(queue_.begin(), queue_.end(), &d), queue_.end());
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), &d), waiting_.end());
+  by_path_.erase(dir_of(d.cfg.db) + "/" + base_of(d.cfg.db));
+  names_.erase(d.cfg.name);
+  dbs_.erase(std::find_if(dbs_.begin(), dbs_.end(), [&](const std::unique_ptr<Db>& p) { return p.get() == &d; }));
+}
+
+// The safety net: every Discovery walked again, every database found
+// checked for its file.
+void Supervisor::rescan_dirty(int64_t now) {
+  if (o_.discover.empty() || (!rescan_all_ && now < next_rescan_)) return;
+  rescan_all_ = false;
+  next_rescan_ = now + o_.rescan_ms;
+  std::vector<Db*> found;
+  for (auto& dp : dbs_)
+    if (dp->discovered && !dp->removed) found.push_back(dp.get());
+  for (Db* d : found) gone(*d);
+  for (size_t k = 0; k < o_.discover.size(); k++) scan(k, "", true);
 }
 
 // Quiet and caught up (or its slot is wanted): stop the pipeline; it
@@ -895,6 +1099,10 @@ void Supervisor::stop_to_park(Db& d) {
 void Supervisor::reap(Db& d, int64_t now) {
   join(d);
   running_.erase(std::find(running_.begin(), running_.end(), &d));
+  if (d.removed) {  // its file is gone (gone()): whatever the run's end said
+    forget(d);
+    return;
+  }
   std::string err;
   bool permanent;
   Kind kind;
@@ -958,37 +1166,27 @@ void Supervisor::reap(Db& d, int64_t now) {
 }
 
 Result Supervisor::run() {
-  for (const auto& c : o_.dbs) {
-    dbs_.push_back(std::make_unique<Db>());
-    dbs_.back()->cfg = c;
-  }
   efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd_ < 0) fail_errno("eventfd");
-  if (park_after_ > 0) {
+  if (park_after_ > 0 || !o_.discover.empty()) {
     ino_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (ino_ < 0) {
-      if (o_.log) o_.log("watch", std::string("inotify: ") + std::strerror(errno) + ": databases are not parked");
+      if (o_.log)
+        o_.log("watch", std::string("inotify: ") + std::strerror(errno) +
+                            ": databases are not parked, new ones found by the rescan only");
       park_after_ = 0;
     }
   }
-  for (auto& dp : dbs_) {
-    Db& d = *dp;
-    std::string dir = dir_of(d.cfg.db);
-    by_path_[dir + "/" + base_of(d.cfg.db)] = &d;
-    if (ino_ >= 0 && !dirs_.count(dir)) {
-      int wd = inotify_add_watch(ino_, dir.c_str(), kDirMask);
-      dirs_[dir] = wd;
-      if (wd >= 0) dir_wd_[wd] = dir;
-    }
-  }
+  for (const auto& c : o_.dbs) add(c, false);
   // One watcher per database; the first check of each, cheap, before any
   // pipeline starts (so 10,000 databases do not all open SQLite at once).
   const int64_t t0 = mono_ms();
+  for (auto& dp : dbs_) first_check(*dp);
+  // Then the databases of each Discovery (checked as they are found).
+  next_rescan_ = t0 + o_.rescan_ms;
+  for (size_t k = 0; k < o_.discover.size(); k++) scan(k, "", false);
   size_t parked = 0;
-  for (auto& dp : dbs_) {
-    first_check(*dp);
-    parked += dp->phase == Db::Phase::Parked;
-  }
+  for (auto& dp : dbs_) parked += dp->phase == Db::Phase::Parked;
   if (o_.log)
     o_.log("watch", std::to_string(dbs_.size()) + " database" + (dbs_.size() == 1 ? "" : "s") + " checked in " +
                         std::to_string(mono_ms() - t0) + " ms: " + std::to_string(parked) +
@@ -1015,6 +1213,7 @@ Result Supervisor::run() {
   for (;;) {
     int64_t now = mono_ms();
     read_events();
+    if (!stopping_) rescan_dirty(now);
     for (size_t i = 0; i < running_.size();) {
       Db* d = running_[i];
       if (d->done == 3) {
@@ -1073,8 +1272,9 @@ Result Supervisor::run() {
     }
     size_t failed = 0;
     for (auto& dp : dbs_) failed += dp->failed;
-    if (!stopping_ && failed > 0 && (failed == dbs_.size() || o_.stop_on_failure)) {
-      stopping_ = true;  // nothing left to back up, or not all of it
+    if (!stopping_ && failed > 0 &&
+        ((failed == dbs_.size() && o_.discover.empty()) || o_.stop_on_failure)) {
+      stopping_ = true;  // nothing left to back up (nor to be found), or not all of it
       deadline = now + o_.drain_ms;
       for (Db* d : running_) d->stop = 1;
     }

@@ -34,8 +34,22 @@ struct Database {
   int64_t sync_interval_ms = 1000;  // at most one object per interval (UploadOptions)
 };
 
+// Databases found under a directory (ltx/discover.h), at start and while
+// running: a new one is picked up from the directory's inotify events (and
+// a rescan every rescan_ms, the safety net for lost events), one whose file
+// is gone is stopped (drained) and forgotten; its replica stays.
+struct Discovery {
+  std::string dir;
+  std::string pattern;  // relative glob (discover::check_pattern)
+  // The database for a path found (dir + "/" + rel): its name, replica
+  // and state directory are the caller's policy.
+  std::function<Database(const std::string& path, const std::string& rel)> make;
+};
+
 struct Options {
   std::vector<Database> dbs;
+  std::vector<Discovery> discover;
+  int rescan_ms = 60000;          // full rescan of every Discovery::dir
   S3Config s3;                    // for s3:// replicas (one store per database)
   int backoff_min_ms = 1000;      // first restart delay; doubles per failure
   int backoff_max_ms = 60000;
