@@ -310,3 +310,37 @@ requests() { sed -n "s/^walsync_requests_total{db=\"$2\",kind=\"$1\"} //p" "$3";
   assert_output "walsync: missing: No such file or directory"
   [ ! -e rep ]
 }
+
+@test "status at scale: a summary line first, the worst first, --json one object per database; --metrics-databases bounds the per-database series, the totals count all" {
+  cd "$T"
+  mkdir app
+  local i
+  for i in 1 2 3 4 5; do mkdb app/t$i.db; writer app/t$i.db 2 0; done
+  walsync watch --park-after 500ms --dir app -b "file://$T/rep" --metrics-file m.prom --metrics-interval 100ms \
+    --metrics-databases 2 2>w.log & local pid=$!
+  for i in $(seq 1 600); do grep -q 'walsync_databases{state="parked"} 5' m.prom 2>/dev/null && break; sleep 0.1; done
+  # bounded: the totals count all five, per-database series for two
+  grep -q 'walsync_databases{state="parked"} 5' m.prom
+  grep -q '^walsync_databases_with_series 2$' m.prom
+  [ "$(grep -c '^walsync_up{' m.prom)" -eq 2 ]
+  run walsync status --metrics-file m.prom
+  assert_success
+  assert_line --index 0 "5 databases: 0 active, 0 queued, 5 parked, 0 down, 0 failed; max lag 0.0s; the worst 2 below"
+  assert_line --index 1 --regexp '^NAME +TXID'
+  assert_line --index 2 --regexp '^t1 +[0-9a-f]{16} +0\.0s .* parked *$'
+  assert_line --index 3 --regexp '^t2 +[0-9a-f]{16} +0\.0s .* parked *$'
+  [ "${#lines[@]}" -eq 4 ]
+  stop_watch "$pid"
+  walsync watch --park-after 500ms --dir app -b "file://$T/rep" --metrics-file m.prom --metrics-interval 100ms 2>w2.log & pid=$!
+  for i in $(seq 1 600); do grep -q '^walsync_databases_with_series 5$' m.prom 2>/dev/null && break; sleep 0.1; done
+  grep -q 'walsync_databases{state="parked"} 5' m.prom
+  run walsync status --metrics-file m.prom --json
+  assert_success
+  [ "${#lines[@]}" -eq 7 ]
+  assert_line --index 0 "["
+  assert_line --index 1 --regexp '^\{"name":"t1","state":"parked","txid":"[0-9a-f]{16}","lag_seconds":0\.000,"last_success":("[-0-9T:.Z]+"|null),"errors":0,"restarts":0,"files":[0-9]+,"bytes":[0-9]+,"requests":\{"put":[0-9]+,"get":[0-9]+,"list":[0-9]+,"delete":0\}\},$'
+  assert_line --index 5 --regexp '^\{"name":"t5",.*\}$'
+  assert_line --index 6 "]"
+  stop_watch "$pid"
+  python3 -c 'import json, sys; d = json.loads(sys.stdin.read()); assert [x["name"] for x in d] == ["t1", "t2", "t3", "t4", "t5"], d' <<< "$output"
+}

@@ -169,8 +169,9 @@ requests() { sed -n "s/^walsync_requests_total{db=\"$2\",kind=\"$1\"} //p" "$3";
   [ "$(requests list app m.prom)" -ge 1 ]  # the start's check of the replica
   run walsync status --metrics-file m.prom
   assert_success
-  assert_line --index 0 --regexp '^NAME +TXID +LAG +LAST-SUCCESS +ERRORS +PUT +GET +LIST +DELETE +STATE *$'
-  assert_line --index 1 --regexp "^app +[0-9a-f]{16} +0\.0s +[-0-9T:.Z]+ +0 +$(requests put app m.prom) +$(requests get app m.prom) +$(requests list app m.prom) +0 +down *$"
+  assert_line --index 0 "1 database: 0 active, 0 queued, 0 parked, 1 down, 0 failed; max lag 0.0s"
+  assert_line --index 1 --regexp '^NAME +TXID +LAG +LAST-SUCCESS +ERRORS +PUT +GET +LIST +DELETE +STATE *$'
+  assert_line --index 2 --regexp "^app +[0-9a-f]{16} +0\.0s +[-0-9T:.Z]+ +0 +$(requests put app m.prom) +$(requests get app m.prom) +$(requests list app m.prom) +0 +down *$"
 }
 
 @test "walsync watch: a lone commit after 5 s of quiet is stored at once, whatever the interval; the next waits for it" {

@@ -63,6 +63,20 @@ inline void error(const std::string& msg) {
   std::fprintf(stderr, "%s: %s\n", tool_name(), ltx::printable(msg).c_str());
 }
 
+// s as a JSON string, quoted.
+inline std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') o += '\\', o += char(c);
+    else if (c < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      o += b;
+    } else o += char(c);
+  }
+  return o + "\"";
+}
+
 // True when standard output is a pipe whose reader has gone.
 inline bool stdout_reader_gone() {
   struct pollfd p = {1, 0, 0};

@@ -14,18 +14,7 @@ struct Options {
   s3cli::Flags s3;
 };
 
-std::string json_str(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') o += '\\', o += char(c);
-    else if (c < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      o += b;
-    } else o += char(c);
-  }
-  return o + "\"";
-}
+using cli::json_str;
 
 int run(const Options& o) {
   ltx::Location loc = ltx::parse_url(o.url);

@@ -23,6 +23,7 @@ namespace wscfg {
 
 // Bounds of the numeric settings, for the flags (CLI::Range) and the file alike.
 constexpr long kMaxActive = 1000;                // max-active: 1 to this
+constexpr long kMaxMetricsDatabases = 100000;    // metrics-databases: 0 to this
 constexpr long kMaxCheckpointPages = UINT32_MAX;  // checkpoint-pages: 0 to this
 
 struct DbEntry {
@@ -35,7 +36,7 @@ struct Config {
   std::string age_recipients_file, age_identity;  // walsync-age(7)
   std::string metrics_interval, drain_timeout, backoff_max, sync_interval, park_after;
   std::string dir, pattern;  // discovery (walsync watch --dir, --pattern)
-  long checkpoint_pages = -1, max_active = -1;
+  long checkpoint_pages = -1, max_active = -1, metrics_databases = -1;
   std::vector<std::string> exec;  // walsync watch -- CMD [ARGS]
   std::vector<DbEntry> dbs;
 };
@@ -178,6 +179,7 @@ inline Config parse_file(const std::string& path) {
       else if (k == "checkpoint-pages") c.checkpoint_pages = number(v, 0, kMaxCheckpointPages);
       else if (k == "park-after") c.park_after = duration(v);
       else if (k == "max-active") c.max_active = number(v, 1, kMaxActive);
+      else if (k == "metrics-databases") c.metrics_databases = number(v, 0, kMaxMetricsDatabases);
       else if (k == "dir") c.dir = v;
       else if (k == "pattern") c.pattern = v;
       else if (k == "endpoint") c.endpoint = v;

@@ -395,7 +395,7 @@ struct Watch {
   Argv exec;  // after --: the application
   std::string dir, pattern;  // --dir, --pattern
   std::string state_dir, metrics_file, metrics_addr, metrics_interval, drain, backoff_max, sync_interval, park_after;
-  long checkpoint_pages = -1, max_active = -1;  // -1: not given (the flags take no negative value)
+  long checkpoint_pages = -1, max_active = -1, metrics_databases = -1;  // -1: not given (the flags take no negative value)
 };
 
 int watch(Common& c, Watch& w) {
@@ -461,6 +461,9 @@ int watch(Common& c, Watch& w) {
     if (ltx::parse_url(d.url).scheme == ltx::Location::Scheme::S3) loc = ltx::parse_url(d.url);
   o.s3 = s3cli::config(c.s3, loc);
   o.metrics_file = !w.metrics_file.empty() ? w.metrics_file : c.cfg.metrics_file;
+  o.metrics_max_dbs = size_t(w.metrics_databases >= 0 ? w.metrics_databases
+                             : c.cfg.metrics_databases >= 0 ? c.cfg.metrics_databases
+                                                           : long(ltx::watch::kMetricsMaxDbs));
   o.metrics_interval_ms = int(duration_or(!w.metrics_interval.empty() ? w.metrics_interval : c.cfg.metrics_interval, 5000, "--metrics-interval"));
   o.drain_ms = int(duration_or(!w.drain.empty() ? w.drain : c.cfg.drain_timeout, 10000, "--drain-timeout"));
   o.backoff_max_ms = int(duration_or(!w.backoff_max.empty() ? w.backoff_max : c.cfg.backoff_max, 60000, "--backoff-max"));
@@ -675,7 +678,7 @@ int list(Common& c, const std::string& url) {
 }
 
 // ---- status ----
-int status(Common& c, const std::string& metrics_file) {
+int status(Common& c, const std::string& metrics_file, bool json) {
   c.load();
   std::string path = !metrics_file.empty() ? metrics_file : c.cfg.metrics_file;
   if (path.empty()) ltx::fail(ltx::Kind::Usage, "no metrics file: give --metrics-file (or metrics-file = in the config)");
@@ -683,7 +686,41 @@ int status(Common& c, const std::string& metrics_file) {
   if (!in) ltx::fail_errno(path);
   std::stringstream ss;
   ss << in.rdbuf();
-  auto ms = ltx::watch::parse_metrics(ss.str());
+  ltx::watch::Totals tot;
+  auto ms = ltx::watch::parse_metrics(ss.str(), &tot);
+  std::sort(ms.begin(), ms.end(), ltx::watch::worse);
+  if (json) {  // as s3-ls --json: an array, one object a line
+    std::printf("[");
+    for (size_t i = 0; i < ms.size(); i++) {
+      const auto& m = ms[i];
+      std::printf("%s\n{\"name\":%s,\"state\":\"%s\",\"txid\":\"%s\",\"lag_seconds\":%.3f,\"last_success\":%s,"
+                  "\"errors\":%llu,\"restarts\":%llu,\"files\":%llu,\"bytes\":%llu,"
+                  "\"requests\":{\"put\":%llu,\"get\":%llu,\"list\":%llu,\"delete\":%llu}}",
+                  i ? "," : "", cli::json_str(m.name).c_str(), ltx::watch::state_of(m), ltx::hex16(m.txid).c_str(),
+                  m.lag_s,
+                  m.last_success_ms ? ("\"" + ltx::format_timestamp(m.last_success_ms / 1000 * 1000) + "\"").c_str() : "null",
+                  (unsigned long long)m.errors, (unsigned long long)m.restarts, (unsigned long long)m.files,
+                  (unsigned long long)m.bytes, (unsigned long long)m.requests[0], (unsigned long long)m.requests[1],
+                  (unsigned long long)m.requests[2], (unsigned long long)m.requests[3]);
+    }
+    std::printf(ms.empty() ? "]\n" : "\n]\n");
+    return cli::kOk;
+  }
+  // The summary first: with thousands of databases, the table below is
+  // worst first (failed, then by lag) and may hold only the worst
+  // --metrics-databases of them.
+  if (!tot.present) {  // a file without totals: count the rows
+    for (const auto& m : ms) {
+      for (int k = 0; k < 5; k++) tot.by_state[k] += std::strcmp(ltx::watch::state_of(m), ltx::watch::kStates[k]) == 0;
+      tot.max_lag_s = std::max(tot.max_lag_s, m.lag_s);
+    }
+    tot.dbs = tot.listed = ms.size();
+  }
+  std::printf("%zu database%s: %zu active, %zu queued, %zu parked, %zu down, %zu failed; max lag %.1fs", tot.dbs,
+              tot.dbs == 1 ? "" : "s", tot.by_state[0], tot.by_state[1], tot.by_state[2], tot.by_state[3],
+              tot.by_state[4], tot.max_lag_s);
+  if (ms.size() < tot.dbs) std::printf("; the worst %zu below", ms.size());
+  std::printf("\n");
   std::printf("%-20s %-16s %9s %-20s %6s %8s %8s %8s %8s %-6s\n", "NAME", "TXID", "LAG", "LAST-SUCCESS", "ERRORS",
               "PUT", "GET", "LIST", "DELETE", "STATE");
   for (const auto& m : ms)
@@ -713,6 +750,8 @@ int main(int argc, char** argv) {
   wa->add_option("--metrics-file", w.metrics_file, "write Prometheus metrics to this file");
   wa->add_option("--metrics-addr", w.metrics_addr, "serve GET /metrics and /healthz over HTTP on HOST:PORT (e.g. 127.0.0.1:9090)");
   wa->add_option("--metrics-interval", w.metrics_interval, "metrics period (default 5s)");
+  wa->add_option("--metrics-databases", w.metrics_databases, "per-database series for at most N databases, the worst first (default 1000); totals for all")
+      ->check(CLI::Range(0L, wscfg::kMaxMetricsDatabases));
   wa->add_option("--checkpoint-pages", w.checkpoint_pages, "PASSIVE checkpoint at this many frames (default 1000; 0: never)")
       ->check(CLI::Range(0L, wscfg::kMaxCheckpointPages));
   wa->add_option("--sync-interval", w.sync_interval, "at most one object per database per DUR; commits arriving sooner are merged (default 1s; 0: one object per file)");
@@ -762,6 +801,8 @@ int main(int argc, char** argv) {
   auto* st = app.add_subcommand("status", "each watched database's position and lag, from the metrics file");
   add_common(st, c);
   st->add_option("--metrics-file", metrics, "the metrics file of walsync watch");
+  bool json = false;
+  st->add_flag("--json", json, "one JSON object per database (an array, one a line)");
 
   // walsync watch [options] DB... -- CMD [ARGS]: CMD's words are not ours.
   if (argc > 1 && std::strcmp(argv[1], "watch") == 0)
@@ -792,7 +833,7 @@ int main(int argc, char** argv) {
     if (re->parsed()) return restore(c, r);
     if (rpc->parsed()) return replicate(c, rp);
     if (sc->parsed()) return snapshot(c, sn);
-    if (st->parsed()) return status(c, metrics);
+    if (st->parsed()) return status(c, metrics, json);
     c.load();
     std::string url = c.resolve(target);
     if (ls->parsed()) return list(c, url);

@@ -518,7 +518,7 @@ std::vector<Metrics> collect(std::vector<std::unique_ptr<Db>>& dbs, bool stoppin
 void write_metrics(const Options& o, std::vector<std::unique_ptr<Db>>& dbs, bool stopping) {
   if (o.metrics_file.empty()) return;
   try {
-    std::string text = format_metrics(collect(dbs, stopping));
+    std::string text = format_metrics(collect(dbs, stopping), o.metrics_max_dbs);
     AtomicFile a(o.metrics_file);
     write_all(a.fd(), text.data(), text.size());
     a.commit();
@@ -535,7 +535,39 @@ void join(Db& d) {
 
 }  // namespace
 
-std::string format_metrics(const std::vector<Metrics>& m) {
+const char* state_of(const Metrics& m) {
+  return m.failed ? "failed" : m.parked ? "parked" : m.queued ? "queued" : m.up ? "active" : "down";
+}
+
+bool worse(const Metrics& a, const Metrics& b) {
+  auto rank = [](const Metrics& m) { return m.failed ? 0 : m.parked ? 4 : m.queued ? 2 : m.up ? 3 : 1; };
+  if (a.failed != b.failed) return a.failed;
+  if (a.lag_s != b.lag_s) return a.lag_s > b.lag_s;
+  if (rank(a) != rank(b)) return rank(a) < rank(b);
+  return a.name < b.name;
+}
+
+std::string format_metrics(std::vector<Metrics> all, size_t max_dbs) {
+  Totals tot;
+  tot.dbs = all.size();
+  for (const auto& x : all) {
+    for (int k = 0; k < 5; k++) tot.by_state[k] += std::strcmp(state_of(x), kStates[k]) == 0;
+    tot.max_lag_s = std::max(tot.max_lag_s, x.lag_s);
+  }
+  std::sort(all.begin(), all.end(), worse);
+  if (all.size() > max_dbs) all.resize(max_dbs);
+  const std::vector<Metrics>& m = all;
+  std::ostringstream s;
+  s << "# HELP walsync_databases Databases watched, by state (active, queued, parked, down, failed).\n"
+       "# TYPE walsync_databases gauge\n";
+  for (int k = 0; k < 5; k++) s << "walsync_databases{state=\"" << kStates[k] << "\"} " << tot.by_state[k] << '\n';
+  char lag[64];
+  std::snprintf(lag, sizeof lag, "%.3f", tot.max_lag_s);
+  s << "# HELP walsync_lag_max_seconds The largest walsync_lag_seconds of all databases.\n"
+       "# TYPE walsync_lag_max_seconds gauge\nwalsync_lag_max_seconds "
+    << lag << "\n# HELP walsync_databases_with_series Databases with per-database series below (--metrics-databases, the worst first).\n"
+       "# TYPE walsync_databases_with_series gauge\nwalsync_databases_with_series "
+    << m.size() << '\n';
   struct Def {
     const char *name, *type, *help;
   };
@@ -552,7 +584,6 @@ std::string format_metrics(const std::vector<Metrics>& m) {
       {"walsync_parked", "gauge", "1 while parked: no pipeline, everything committed is stored."},
       {"walsync_queued", "gauge", "1 while waiting for a pipeline slot (--max-active)."},
   };
-  std::ostringstream s;
   for (int i = 0; i < int(sizeof defs / sizeof defs[0]); i++) {
     s << "# HELP " << defs[i].name << ' ' << defs[i].help << "\n# TYPE " << defs[i].name << ' '
       << defs[i].type << '\n';
@@ -592,17 +623,27 @@ bool health(const std::vector<Metrics>& m, std::string* text) {
   return text->empty();
 }
 
-const char* state_of(const Metrics& m) {
-  return m.failed ? "failed" : m.parked ? "parked" : m.queued ? "queued" : m.up ? "active" : "down";
-}
-
-std::vector<Metrics> parse_metrics(const std::string& text) {
+std::vector<Metrics> parse_metrics(const std::string& text, Totals* totals) {
   std::vector<Metrics> out;
   std::unordered_map<std::string, size_t> index;
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty() || line[0] == '#') continue;
+    if (totals) {
+      auto value = [&] { return std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr); };
+      if (line.compare(0, 24, "walsync_databases{state=") == 0) {
+        totals->present = true;
+        for (int k = 0; k < 5; k++)
+          if (line.compare(25, std::strlen(kStates[k]) + 2, std::string(kStates[k]) + "\"}") == 0) {
+            totals->by_state[k] = size_t(value());
+            totals->dbs += size_t(value());
+          }
+        continue;
+      }
+      if (line.compare(0, 24, "walsync_lag_max_seconds ") == 0) totals->max_lag_s = value();
+      if (line.compare(0, 30, "walsync_databases_with_series ") == 0) totals->listed = size_t(value());
+    }
     size_t b = line.find("{db=\""), e = line.rfind("\"} ");
     if (b == std::string::npos || e == std::string::npos || e < b + 5) continue;
     std::string metric = line.substr(0, b), name, kind;
@@ -1198,7 +1239,7 @@ Result Supervisor::run() {
       http::Response r;
       if (path == "/metrics") {
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = format_metrics(collect(dbs_, stopping_));
+        r.body = format_metrics(collect(dbs_, stopping_), o_.metrics_max_dbs);
       } else if (path == "/healthz") {
         r.status = health(collect(dbs_, stopping_), &r.body) ? 200 : 503;
         if (r.status == 200) r.body = "ok\n";

@@ -46,6 +46,8 @@ struct Discovery {
   std::function<Database(const std::string& path, const std::string& rel)> make;
 };
 
+constexpr size_t kMetricsMaxDbs = 1000;
+
 struct Options {
   std::vector<Database> dbs;
   std::vector<Discovery> discover;
@@ -57,6 +59,9 @@ struct Options {
   int drain_ms = 10000;           // shutdown: bound on draining in-flight files
   std::string metrics_file;       // Prometheus text, replaced atomically; empty: none
   int metrics_interval_ms = 5000;
+  // Per-database series for at most this many databases, the worst first
+  // (worse()); the totals by state and the largest lag cover all of them.
+  size_t metrics_max_dbs = kMetricsMaxDbs;
   // Parking: a pipeline whose tail has copied nothing for park_after_ms
   // and whose every file is stored is stopped (drained); the database then
   // holds no thread, connection or descriptor, only a share of one inotify
@@ -125,14 +130,28 @@ struct Metrics {
 // What walsync status calls its state: "failed", "parked", "queued",
 // "active" (its pipeline runs) or "down" (waiting to restart, or stopped).
 const char* state_of(const Metrics& m);
+constexpr const char* kStates[5] = {"active", "queued", "parked", "down", "failed"};
+// The order of walsync status and of the per-database series: failed
+// first, then the largest lag, then down, queued, active, parked, by name.
+bool worse(const Metrics& a, const Metrics& b);
+// The totals of a metrics file: every database, whether it has
+// per-database series or not.
+struct Totals {
+  size_t dbs = 0;                 // watched
+  size_t by_state[5] = {};        // by kStates
+  size_t listed = 0;              // with per-database series
+  double max_lag_s = 0;
+  bool present = false;           // the file had them (parse_metrics)
+};
 // The kinds of Metrics::requests, as the label kind="..." names them.
 constexpr const char* kRequestKinds[4] = {"put", "get", "list", "delete"};
-std::string format_metrics(const std::vector<Metrics>& m);
+// The totals, then per-database series for the worst max_dbs databases.
+std::string format_metrics(std::vector<Metrics> m, size_t max_dbs = kMetricsMaxDbs);
 // /healthz: true when every database replicates or is parked; else
 // *text has one line per database that failed for good or is retrying,
 // "NAME: failed: WHY" or "NAME: retrying: WHY".
 bool health(const std::vector<Metrics>& m, std::string* text);
-// Parses format_metrics() output (unknown lines are ignored).
-std::vector<Metrics> parse_metrics(const std::string& text);
+// Parses format_metrics() output (unknown lines are ignored), in its order.
+std::vector<Metrics> parse_metrics(const std::string& text, Totals* totals = nullptr);
 
 }  // namespace ltx::watch
