@@ -30,6 +30,25 @@ PY
 # gold_db DB: the database the golden chain builds, applied from plain files.
 gold_db() { cat "$GOLD"/*.ltx | ltx-apply "$1"; }
 
+# encrypted_replica: in $T, app.db (5 rows) backed up by walsync watch to
+# file://$T/rep/app encrypted to key.txt, the watch stopped, then one more
+# commit in app.db that the replica lacks.
+encrypted_replica() {
+  cd "$T"
+  mkdb app.db 5
+  walsync watch app.db -b "file://$T/rep" --age-identity key.txt 2>w.log & local pid=$! i
+  for i in $(seq 1 300); do
+    rm -f probe.db
+    walsync restore app -b "file://$T/rep" -o probe.db --age-identity key.txt 2>/dev/null &&
+      [ "$(sqlite3 probe.db .sha3sum)" = "$(sqlite3 app.db .sha3sum)" ] && break
+    sleep 0.2
+  done
+  kill -TERM "$pid"; wait "$pid"
+  [ "$(sqlite3 probe.db .sha3sum)" = "$(sqlite3 app.db .sha3sum)" ]
+  rm -f probe.db
+  sqlite3 app.db "INSERT INTO t(v) VALUES('after the watch')"
+}
+
 @test "age: every test vector of the age format (X25519, scrypt, STREAM, header, HMAC)" {
   run python3 "$REPO_ROOT/tests/tools/age-vectors.py" "$REPO_ROOT/tests/data/age" "$T/v"
   assert_success
@@ -195,4 +214,19 @@ PY
   run s3-put --age-recipient "$RCPT" --age-passphrase-file "$T/pass" "file://$T/rep" < /dev/null
   [ "$status" -eq 2 ]
   assert_output --partial "a passphrase can't be combined with recipients"
+}
+
+@test "age: walsync watch without --age-identity on an encrypted replica says so: one line, exit 1, not retried" {
+  encrypted_replica
+  # with its state (the next file continues the remote chain), then without (a snapshot over it)
+  for pass in state fresh; do
+    [ "$pass" = fresh ] && rm -rf app.db-walsync
+    run timeout 60 walsync watch app.db -b "file://$T/rep"
+    [ "$status" -eq 1 ]
+    assert_line --regexp "^walsync: app: failed: upload: .*: the replica is age-encrypted: give --age-identity \(and --age-recipient to write to it\); not restarting$"
+    refute_output --partial "another database"
+    refute_output --partial "restarting in"
+  done
+  # nothing plain was written into the encrypted replica
+  for o in rep/app/ltx/*/*.ltx; do [ "$(head -c 21 "$o")" = "age-encryption.org/v1" ]; done
 }

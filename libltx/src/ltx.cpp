@@ -70,7 +70,7 @@ Header Header::unmarshal(const uint8_t b[kHeaderSize]) {
   h.node_id = get64(b + 72);
   std::memcpy(h.reserved, b + 80, sizeof h.reserved);
   if (std::memcmp(b, kMagic, 4) != 0) {
-    if (std::memcmp(b, "age-", 4) == 0) fail_runtime("an age-encrypted file: give --age-identity");
+    if (std::memcmp(b, "age-", 4) == 0) fail_permanent("an age-encrypted file: give --age-identity");
     fail_integrity("invalid LTX file");
   }
   return h;

@@ -120,6 +120,10 @@ Header Replica::header(const ReplicaFile& f) {
   StringWriter w;
   store_.get(f.key, w, 0, kHeaderSize);
   if (w.s.size() != kHeaderSize) fail_integrity(f.key + ": shorter than an LTX header");
+  // Read without --age-identity, an encrypted replica's bytes are age's:
+  // a configuration error, not damage (and retrying cannot cure it).
+  if (!store_.sealed() && w.s.compare(0, 19, "age-encryption.org/") == 0)
+    fail_permanent(f.key + ": the replica is age-encrypted: give --age-identity (and --age-recipient to write to it)");
   Header h = with_context(f.key, [&] { return Header::unmarshal(reinterpret_cast<const uint8_t*>(w.s.data())); });
   if (h.min_txid != f.min_txid || h.max_txid != f.max_txid)
     fail_integrity(f.key + ": header TXIDs " + format_filename(h.min_txid, h.max_txid) + " do not match the name");
@@ -268,12 +272,20 @@ ChainGuard::Action ChainGuard::check(const Header& h, const Trailer& t) {
   auto refuse = [&](const std::string& why) -> Action {
     fail_integrity("refusing " + std::to_string(level_) + "/" + name + ": " + why);
   };
+  // A refusal that rests on a remote file's checksums (or its presence)
+  // first reads that file's header: garbage from an encrypted replica read
+  // without the key, or a wrong key, is named as such, not as another
+  // database.
+  auto refuse_vs = [&](const ReplicaFile& f, const std::string& why) -> Action {
+    r_.header(f);
+    return refuse(why);
+  };
   for (auto& f : files_) {
     if (f.key != key) continue;
     auto it = local_.find(key);
     Trailer rt = it != local_.end() ? it->second : r_.trailer(f);
     if (rt.post_apply == t.post_apply && rt.file_checksum == t.file_checksum) return Action::Skip;
-    return refuse("the remote already holds a different file with this name (another database writes this prefix?)");
+    return refuse_vs(f, "the remote already holds a different file with this name (another database writes this prefix?)");
   }
   auto sums_differ = [&](uint64_t remote_post) {
     return !h.no_checksum() && remote_post != 0 && h.pre_apply != remote_post;
@@ -299,7 +311,7 @@ ChainGuard::Action ChainGuard::check(const Header& h, const Trailer& t) {
     if (e && !h.no_checksum()) {
       uint64_t p = post_apply_of(*e);
       if (p != 0 && t.post_apply != 0 && p != t.post_apply)
-        return refuse("post-apply checksum " + hx(t.post_apply) + " differs from " + e->name() + "'s " + hx(p) +
+        return refuse_vs(*e, "post-apply checksum " + hx(t.post_apply) + " differs from " + e->name() + "'s " + hx(p) +
                       " (a different database?)");
     }
     return Action::Upload;
@@ -313,19 +325,22 @@ ChainGuard::Action ChainGuard::check(const Header& h, const Trailer& t) {
     if (!e) return refuse("no remote file ends at TXID " + hx(h.min_txid - 1));
     uint64_t p = post_apply_of(*e);
     if (sums_differ(p))
-      return refuse("pre-apply checksum " + hx(h.pre_apply) + " does not match " + e->name() + "'s post-apply " + hx(p));
+      return refuse_vs(*e, "pre-apply checksum " + hx(h.pre_apply) + " does not match " + e->name() + "'s post-apply " + hx(p));
     return Action::Upload;
   }
   if (h.min_txid == last->max_txid + 1) {
     uint64_t p = post_apply_of(*last);
     if (sums_differ(p))
-      return refuse("pre-apply checksum " + hx(h.pre_apply) + " does not match the remote latest " + last->name() +
+      return refuse_vs(*last, "pre-apply checksum " + hx(h.pre_apply) + " does not match the remote latest " + last->name() +
                     " post-apply " + hx(p) + " (another database writes this prefix?)");
     return Action::Upload;
   }
-  if (level_ == 0 && h.snapshot() && h.max_txid > last->max_txid) return Action::Upload;
+  if (level_ == 0 && h.snapshot() && h.max_txid > last->max_txid) {
+    r_.header(*last);  // a snapshot over a replica these keys read (no plain file in an encrypted one)
+    return Action::Upload;
+  }
   if (h.max_txid <= last->max_txid)
-    return refuse("the remote is already at TXID " + hx(last->max_txid) + " (" + last->name() +
+    return refuse_vs(*last, "the remote is already at TXID " + hx(last->max_txid) + " (" + last->name() +
                   "); another database writes this prefix, or restore first and continue its TXIDs");
   return refuse("gap: the remote latest is TXID " + hx(last->max_txid) + " (" + last->name() +
                 "), the stream starts at TXID " + hx(h.min_txid));
