@@ -230,3 +230,32 @@ PY
   # nothing plain was written into the encrypted replica
   for o in rep/app/ltx/*/*.ltx; do [ "$(head -c 21 "$o")" = "age-encryption.org/v1" ]; done
 }
+
+@test "age: a wrong identity is permanent: one line, exit 1, no retries, nothing written" {
+  encrypted_replica
+  run s3-get --age-identity other.txt "file://$T/rep/app"
+  [ "$status" -eq 1 ]
+  [ "${#lines[@]}" -eq 1 ]
+  assert_output --partial "no identity matches this file (wrong --age-identity?)"
+  run s3-verify --age-identity other.txt "file://$T/rep/app"
+  [ "$status" -eq 1 ]
+  [ "${#lines[@]}" -eq 1 ]
+  assert_output --partial "no identity matches this file (wrong --age-identity?)"
+  run walsync restore app -b "file://$T/rep" -o r.db --age-identity other.txt
+  [ "$status" -eq 1 ]
+  [ "${#lines[@]}" -eq 1 ]
+  assert_output --partial "no identity matches this file (wrong --age-identity?)"
+  [ ! -e r.db ]
+  run timeout 60 walsync watch app.db -b "file://$T/rep" --age-identity other.txt
+  [ "$status" -eq 1 ]
+  assert_line --regexp "^walsync: app: failed: upload: .*: no identity matches this file \(wrong --age-identity\?\); not restarting$"
+  refute_output --partial "restarting in"
+  run timeout 60 walsync replicate app -b "file://$T/rep" --local rr.db --age-identity other.txt --interval 100ms
+  [ "$status" -eq 1 ]
+  [ "${#lines[@]}" -eq 1 ]
+  assert_output --partial "no identity matches this file (wrong --age-identity?)"
+  [ ! -e rr.db ]
+  # the replica is as the right key left it
+  walsync restore app -b "file://$T/rep" -o r.db --age-identity key.txt
+  [ "$(sqlite3 r.db 'SELECT count(*) FROM t')" -eq 5 ]
+}

@@ -579,6 +579,21 @@ struct Replicate {
   std::string target, local, interval = "1s", max_interval = "30s";
 };
 
+// A replica these keys cannot read (encrypted and no --age-identity, or a
+// wrong one) fails the same way on every run: say so once, exit 1, instead
+// of restarting the pipeline forever. Other errors are the pipeline's.
+void check_keys(Common& c, const std::string& url) {
+  try {
+    ltx::Location loc = ltx::parse_url(url);
+    auto store = ltx::open_store(loc, s3cli::config(c.s3, loc));
+    ltx::Replica rep(*store, loc);
+    auto files = rep.list();
+    if (!files.empty()) rep.header(files.back());
+  } catch (const ltx::Error& e) {
+    if (e.permanent() && e.kind() == ltx::Kind::Runtime) throw e.wrap(url);
+  }
+}
+
 int replicate(Common& c, Replicate& r) {
   c.load();
   cli::duration_ms("--interval", r.interval, ltx::kFollowIntervalMinMs, ltx::kFollowIntervalMaxMs);  // as s3-get checks it
@@ -592,6 +607,7 @@ int replicate(Common& c, Replicate& r) {
   const bool existed = ::stat(r.local.c_str(), &st0) == 0;
   int failures = 0;
   while (!g_stop) {
+    check_keys(c, url);
     int rc = 0;
     std::string pos = capture({"ltx-apply", "--position", r.local}, &rc);
     Argv args = {"--follow", "--interval", r.interval, "--max-interval", r.max_interval};

@@ -521,7 +521,7 @@ bool open_header(const std::string& buf, const std::vector<Key>& identities, Ope
       }
     }
   }
-  if (!found) fail_runtime("no identity matches this file (wrong --age-identity?)");
+  if (!found) fail_permanent("no identity matches this file (wrong --age-identity?)");  // retrying cannot cure it
   std::string want = hmac_sha256(hkdf(str(out->file_key.data(), 16), "", "header"), buf.substr(0, mac_at));
   if (want.size() != mac.size() || CRYPTO_memcmp(want.data(), mac.data(), mac.size()) != 0)
     bad_header("MAC mismatch (the header was changed)");
