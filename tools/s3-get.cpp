@@ -137,13 +137,19 @@ int run(const Options& o) {
   }
   // Up to --parallel GETs at once (ranged for big files), delivered in
   // plan order; one connection each, so one store each.
+  // An encrypted object is split by its payload (plaintext) size, which its
+  // age header gives (one small GET), so only objects above a part need
+  // it: a smaller one is fetched whole, as before. Fetched whole, a big one
+  // reached ltx-apply only once all of it had arrived.
   ltx::PlanCheckWriter check(out);
-  std::vector<ltx::FetchObject> objs;
-  for (auto& f : plan.files) objs.push_back({f.key, f.size});
   ltx::FetchOptions fo;
   fo.parallel = o.parallel;
-  fo.ranged = !store->sealed();
   fo.tmpdir = cfg.tmpdir;
+  std::vector<ltx::FetchObject> objs;
+  for (auto& f : plan.files) {
+    bool split = store->sealed() && f.size > fo.part_size;
+    objs.push_back({f.key, split ? store->payload_size(f.key, f.size) : f.size});
+  }
   ltx::fetch_ordered(
       objs, [&] { return ltx::open_store(loc, cfg); }, fo, check, [&](size_t i) { check.begin(plan.files[i]); },
       [&](size_t i, uint64_t n) {

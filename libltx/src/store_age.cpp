@@ -3,7 +3,8 @@
 // so `age -d -i key.txt OBJECT | ltx-verify -` reads any object.
 //
 // Whole reads stream through a DecryptWriter. A ranged read [off, off+len)
-// opens the object's header once (a GET of its first KiB, cached), then
+// opens the object's header once (a GET of its first KiB, cached for every
+// AgeStore of the same keys: s3-get's connections share it), then
 // fetches only the sealed 64 KiB chunks that hold the range; a tail reads
 // through the end of the object, so the final chunk's flag proves that the
 // object was not cut short.
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <list>
+#include <mutex>
 
 #include "ltx/error.h"
 #include "ltx/store.h"
@@ -34,6 +36,7 @@ class AgeStore : public Store {
 
   void put(const std::string& key, Reader& body, const Metadata& meta) override {
     need_recipients(key);
+    forget(key);
     age::EncryptReader enc(body, keys_->recipients);
     s_->put(key, enc, meta);
   }
@@ -43,6 +46,7 @@ class AgeStore : public Store {
   // memory); small ones stream.
   void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
     need_recipients(key);
+    forget(key);
     if (size <= (1u << 20)) return Store::put_file(key, fd, size, meta);
     int t = ::open(tmpdir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (t < 0) fail_errno("put " + key + ": temp file in " + tmpdir_);
@@ -67,7 +71,7 @@ class AgeStore : public Store {
       return d.written();
     }
     if (length == 0) return 0;
-    const Header& h = header(key);
+    const Header h = header(key);
     uint64_t first = offset / kChunk;
     uint64_t from = h.payload + first * kSealedChunk;
     int64_t sealed_len = -1;
@@ -95,7 +99,7 @@ class AgeStore : public Store {
 
   uint64_t payload_size(const std::string& key, uint64_t sealed) override {
     need_identities(key);
-    const Header& h = header(key);
+    const Header h = header(key);
     if (sealed < h.payload + age::kTag) fail_integrity(key + ": age payload: truncated");
     uint64_t c = sealed - h.payload;
     uint64_t chunks = (c + kSealedChunk - 1) / kSealedChunk;
@@ -115,6 +119,7 @@ class AgeStore : public Store {
 
  private:
   struct Header {
+    std::shared_ptr<const age::Keys> keys;  // opened with these (kept alive: the pointer is the match)
     std::string key;
     age::Opened opened;
     std::array<uint8_t, kNonce> nonce{};
@@ -130,15 +135,30 @@ class AgeStore : public Store {
   }
 
   // The header of key, opened: a GET of the first KiB (more while the
-  // header is longer, up to age's 64 KiB bound). A few are cached: a
-  // compaction reads its inputs in turns.
-  const Header& header(const std::string& key) {
-    for (auto it = cache_.begin(); it != cache_.end(); ++it)
-      if (it->key == key) {
-        cache_.splice(cache_.begin(), cache_, it);
-        return cache_.front();
-      }
+  // header is longer, up to age's 64 KiB bound). A few are cached, for
+  // every AgeStore opened with the same keys (a compaction reads its inputs
+  // in turns; s3-get's connections each read parts of one object).
+  struct Cache {
+    std::mutex mu;
+    std::list<Header> list;
+  };
+  static Cache& cache() {
+    static Cache c;
+    return c;
+  }
+
+  Header header(const std::string& key) {
+    {
+      Cache& c = cache();
+      std::lock_guard<std::mutex> l(c.mu);
+      for (auto it = c.list.begin(); it != c.list.end(); ++it)
+        if (it->keys == keys_ && it->key == key) {
+          c.list.splice(c.list.begin(), c.list, it);
+          return c.list.front();
+        }
+    }
     Header h;
+    h.keys = keys_;
     h.key = key;
     StringWriter w;
     for (uint64_t want = 1024;; want *= 4) {
@@ -150,19 +170,22 @@ class AgeStore : public Store {
     if (w.s.size() < h.opened.header_size + kNonce) fail_integrity("get " + key + ": age payload: truncated nonce");
     std::memcpy(h.nonce.data(), w.s.data() + h.opened.header_size, kNonce);
     h.payload = h.opened.header_size + kNonce;
-    cache_.push_front(std::move(h));
-    if (cache_.size() > 32) cache_.pop_back();
-    return cache_.front();
+    Cache& c = cache();
+    std::lock_guard<std::mutex> l(c.mu);
+    c.list.push_front(h);
+    if (c.list.size() > 64) c.list.pop_back();
+    return h;
   }
 
   void forget(const std::string& key) {
-    cache_.remove_if([&](const Header& h) { return h.key == key; });
+    Cache& c = cache();
+    std::lock_guard<std::mutex> l(c.mu);
+    c.list.remove_if([&](const Header& h) { return h.keys == keys_ && h.key == key; });
   }
 
   std::unique_ptr<Store> s_;
   std::shared_ptr<const age::Keys> keys_;
   std::string tmpdir_;
-  std::list<Header> cache_;
 };
 
 }  // namespace

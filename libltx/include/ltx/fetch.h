@@ -19,9 +19,9 @@ constexpr uint64_t kFetchPartSize = 4u << 20;
 struct FetchOptions {
   int parallel = 8;                     // concurrent GETs, 1..kMaxParallel
   uint64_t part_size = kFetchPartSize;  // bytes per ranged GET
-  // false: one GET per whole object (sealed stores, whose envelope
-  // authenticates the object as a whole); a part above part_size is then
-  // spooled to an unlinked file in tmpdir instead of memory.
+  // false: one GET per whole object; a part above part_size is then
+  // spooled to an unlinked file in tmpdir instead of memory. (A sealed
+  // store reads ranges of its payload: give objects their payload size.)
   bool ranged = true;
   std::string tmpdir = "/tmp";
 };
