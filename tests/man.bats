@@ -89,6 +89,10 @@ run_examples() {
   run_examples ltx.5
 }
 
+@test "man: walsync-ack.5 examples run" {
+  run_examples walsync-ack.5
+}
+
 @test "man: walsync_vfs.7 examples run" {
   export LD_LIBRARY_PATH="$WALSYNC_BIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   run_examples walsync_vfs.7
