@@ -189,3 +189,14 @@ PY
     refute_output --partial ".tmp-"
   done
 }
+
+@test "s3-get: a file whose header disagrees with its name is named, its TXIDs as TXIDs (exit 3)" {
+  G="$WALSYNC_VECTORS/ltx/chain"
+  mkdir -p "$T/rep/ltx/0"
+  cp "$G"/*.ltx "$T/rep/ltx/0/"
+  mv "$T/rep/ltx/0/0000000000000002-0000000000000002.ltx" "$T/rep/ltx/0/0000000000000002-0000000000000003.ltx"
+  rm "$T/rep/ltx/0/0000000000000003-0000000000000003.ltx"
+  run bash -c "s3-get 'file://$T/rep' > '$T/out.ltx'"
+  [ "$status" -eq 3 ]
+  assert_output --regexp "^s3-get: .*/0000000000000002-0000000000000003\.ltx: header TXIDs 0000000000000002-0000000000000002 do not match the name$"
+}

@@ -125,8 +125,7 @@ Header Replica::header(const ReplicaFile& f) {
   if (!store_.sealed() && w.s.compare(0, 19, "age-encryption.org/") == 0)
     fail_permanent(f.key + ": the replica is age-encrypted: give --age-identity (and --age-recipient to write to it)");
   Header h = with_context(f.key, [&] { return Header::unmarshal(reinterpret_cast<const uint8_t*>(w.s.data())); });
-  if (h.min_txid != f.min_txid || h.max_txid != f.max_txid)
-    fail_integrity(f.key + ": header TXIDs " + format_filename(h.min_txid, h.max_txid) + " do not match the name");
+  with_context(f.key, [&] { check_name(f, h); });
   headers_[f.key] = h;
   return h;
 }
@@ -369,6 +368,11 @@ void ChainGuard::uploaded(const Header& h, const Trailer& t, uint64_t size) {
 
 // ---- plan check ----
 
+void check_name(const ReplicaFile& f, const Header& h) {
+  if (h.min_txid != f.min_txid || h.max_txid != f.max_txid)
+    fail_integrity("header TXIDs " + hex16(h.min_txid) + "-" + hex16(h.max_txid) + " do not match the name");
+}
+
 void PlanCheckWriter::begin(const ReplicaFile& f) {
   cur_ = f;
   head_.clear();
@@ -387,8 +391,7 @@ void PlanCheckWriter::write(const void* p, size_t n) {
       return;
     }
     Header h = with_context(cur_.key, [&] { return Header::unmarshal(reinterpret_cast<const uint8_t*>(head_.data())); });
-    if (h.min_txid != cur_.min_txid || h.max_txid != cur_.max_txid)
-      fail_integrity(cur_.key + ": header TXIDs " + format_filename(h.min_txid, h.max_txid) + " do not match the name");
+    with_context(cur_.key, [&] { check_name(cur_, h); });
     if (have_prev_ && !h.snapshot()) {
       if (h.min_txid != prev_max_ + 1)
         fail_integrity(cur_.key + ": TXID gap after " + hex16(prev_max_));
@@ -630,8 +633,7 @@ ReplicaReport verify_replica(Replica& r, const std::function<void(const ReplicaF
     Info in{&f, {}, {}};
     try {
       in.t = verify_object(r.store(), f.key, &in.h);
-      if (in.h.min_txid != f.min_txid || in.h.max_txid != f.max_txid)
-        fail_integrity("header TXIDs " + format_filename(in.h.min_txid, in.h.max_txid) + " do not match the name");
+      check_name(f, in.h);
       if (f.level == kSnapshotLevel && !in.h.snapshot()) fail_integrity("level 9 holds snapshots only, MinTXID is not 1");
     } catch (const Error& e) {
       if (e.kind() != Kind::Integrity) throw;  // network etc.: not a verdict on the replica

@@ -26,11 +26,6 @@ std::string u(uint64_t v) { return std::to_string(v); }
 
 constexpr uint64_t kMaxFrameBytes = 0xffffff;  // far above any frame: an LZ4 bound of 64 KiB plus headers
 
-void check_names(const ReplicaFile& f, const Header& h) {
-  if (h.min_txid != f.min_txid || h.max_txid != f.max_txid)
-    fail_integrity("header TXIDs " + format_filename(h.min_txid, h.max_txid) + " do not match the name");
-}
-
 std::string get_range(Store& s, const std::string& key, uint64_t off, uint64_t n) {
   StringWriter w;
   w.s.reserve(size_t(n));
@@ -170,7 +165,7 @@ PageIndex read_page_index(Store& s, const ReplicaFile& f, size_t head_bytes, con
       return h;
     });
     const Header& h = idx.hdr;
-    check_names(f, h);
+    check_name(f, h);
     const uint32_t ps = h.page_size, lock = lock_pgno(ps);
     // The tail: frames cost at least 11 bytes each and an index entry at
     // most 16, so this estimate (one read) holds unless pages compress more
@@ -278,7 +273,7 @@ PageIndex read_page_index_whole(Store& s, const ReplicaFile& f, const PageSink& 
     Decoder d(r);
     if (!d.read_header()) fail_integrity("decode header: empty object");
     idx.hdr = d.header();
-    check_names(f, idx.hdr);
+    check_name(f, idx.hdr);
     const uint32_t ps = idx.hdr.page_size;
     std::vector<uint8_t> page(ps);
     uint32_t pgno;

@@ -164,6 +164,10 @@ class ChainGuard {
   std::map<std::string, Trailer> local_;  // uploaded by us: key -> trailer
 };
 
+// Integrity error unless h's TXID range is the one f's name gives
+// ("header TXIDs MIN-MAX do not match the name").
+void check_name(const ReplicaFile& f, const Header& h);
+
 // A Writer that checks a concatenated LTX stream as it passes to out: each
 // header parses, matches the planned file's TXID range, and its pre-apply
 // checksum equals the previous file's post-apply (trailer) checksum.
