@@ -154,6 +154,7 @@ struct Request {
   size_t tail = 0;               // with raw_range: keep only the last `tail` bytes of a 200
   bool patient = false;          // no overall deadline, no rate floor (CompleteMultipartUpload)
   bool on_signal_too = false;    // runs although a signal is pending (abort on the way out)
+  bool conditional = false;      // If-None-Match / If-Match: 412 and 501 are answers, not errors
 };
 
 struct Response {
@@ -367,8 +368,14 @@ class S3Store : public Store {
     if (h_) curl_easy_cleanup(h_);
   }
 
-  void put(const std::string& key, Reader& body, const Metadata& meta) override {
-    with_context("put " + key, [&] {
+  void put(const std::string& key, Reader& body, const Metadata& meta) override { put_if(key, body, meta, PutIf{}); }
+
+  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
+    put_file_if(key, fd, size, meta, PutIf{});
+  }
+
+  PutResult put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c) override {
+    return with_context("put " + key, [&] {
       // Grow the buffer with the body (a small file costs a small buffer,
       // not a zero-filled part); multipart once it exceeds one part.
       std::vector<uint8_t> buf;
@@ -388,28 +395,28 @@ class S3Store : public Store {
         r.method = "PUT";
         r.key = key;
         add_meta(r, meta);
+        add_condition(r, c);
         r.body = buf.data();
         r.body_len = n;
-        request(r);
-        return;
+        return put_result(request(r));
       }
-      multipart(key, body, meta, buf, n);
+      return multipart(key, body, meta, buf, n, c);
     });
   }
 
-  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
-    with_context("put " + key, [&] {
+  PutResult put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c) override {
+    return with_context("put " + key, [&] {
       if (size <= cfg_.part_size) {
         Request r;
         r.method = "PUT";
         r.key = key;
         add_meta(r, meta);
+        add_condition(r, c);
         r.body_fd = fd;
         r.body_len = size;
-        request(r);
-        return;
+        return put_result(request(r));
       }
-      multipart_parts(key, meta, [&](int num, Request& pr) {
+      return multipart_parts(key, meta, c, [&](int num, Request& pr) {
         uint64_t off = uint64_t(num - 1) * cfg_.part_size;
         if (off >= size) return false;
         pr.body_fd = fd;
@@ -610,11 +617,24 @@ class S3Store : public Store {
     for (auto& m : meta) r.headers.emplace_back("x-amz-meta-" + lower(m.first), m.second);
   }
 
+  // A conditional request returns its 412 and 501 answers (request()).
+  static void add_condition(Request& r, const PutIf& c) {
+    if (c.absent) r.headers.emplace_back("If-None-Match", "*");
+    if (!c.match.empty()) r.headers.emplace_back("If-Match", c.match);
+    r.conditional = c.absent || !c.match.empty();
+  }
+
+  static PutResult put_result(const Response& resp) {
+    if (resp.status == 412) return PutResult::Refused;
+    if (resp.status == 501) return PutResult::Unsupported;
+    return PutResult::Stored;
+  }
+
   // buf holds the first n bytes of body (more than one part).
-  void multipart(const std::string& key, Reader& body, const Metadata& meta,
-                 std::vector<uint8_t>& buf, size_t n) {
+  PutResult multipart(const std::string& key, Reader& body, const Metadata& meta,
+                      std::vector<uint8_t>& buf, size_t n, const PutIf& c) {
     size_t len = 0;
-    multipart_parts(key, meta, [&](int num, Request& pr) {
+    return multipart_parts(key, meta, c, [&](int num, Request& pr) {
       if (num > 1) {
         // The part sent was the first len bytes; the one extra byte read
         // (if any) starts the next part.
@@ -632,8 +652,8 @@ class S3Store : public Store {
 
   // A multipart upload whose part num gets its body from next(num, part);
   // next returns false when there is no part num. Aborted on failure.
-  void multipart_parts(const std::string& key, const Metadata& meta,
-                       const std::function<bool(int, Request&)>& next) {
+  PutResult multipart_parts(const std::string& key, const Metadata& meta, const PutIf& c,
+                            const std::function<bool(int, Request&)>& next) {
     SignalDeferral defer;  // SIGINT/SIGTERM: abort the upload, then die of the signal
     Request init;
     init.method = "POST";
@@ -645,6 +665,18 @@ class S3Store : public Store {
     if (!xml_tag(ir.body, "UploadId", &upload_id) || upload_id.empty())
       fail_runtime("CreateMultipartUpload: no UploadId in the response");
     upload_id = xml_unescape(upload_id);
+    auto abort = [&] {
+      try {
+        Request ar;
+        ar.method = "DELETE";
+        ar.key = key;
+        ar.query = {{"uploadId", upload_id}};
+        ar.on_signal_too = true;
+        request(ar);
+      } catch (...) {
+        // best effort; the original error is the one to report
+      }
+    };
     try {
       std::string parts;
       uint64_t total = 0;
@@ -670,30 +702,25 @@ class S3Store : public Store {
       cr.body = reinterpret_cast<const uint8_t*>(xml.data());
       cr.body_len = xml.size();
       cr.patient = true;  // may take minutes on AWS, which sends whitespace meanwhile
-      complete(cr, key, total);
+      add_condition(cr, c);  // AWS evaluates If-None-Match / If-Match here
+      PutResult res = complete(cr, key, total);
+      if (res != PutResult::Stored) abort();  // the condition did not hold
+      return res;
     } catch (...) {
-      try {
-        Request ar;
-        ar.method = "DELETE";
-        ar.key = key;
-        ar.query = {{"uploadId", upload_id}};
-        ar.on_signal_too = true;
-        request(ar);
-      } catch (...) {
-        // best effort; the original error is the one to report
-      }
+      abort();
       throw;
     }
   }
 
   // CompleteMultipartUpload may answer 200 with an <Error> body; a retried
   // complete whose first attempt succeeded answers NoSuchUpload.
-  void complete(Request& cr, const std::string& key, uint64_t total) {
+  PutResult complete(Request& cr, const std::string& key, uint64_t total) {
     for (int attempt = 0;; attempt++) {
       try {
         Response resp = request(cr);
+        if (resp.status == 412 || resp.status == 501) return put_result(resp);
         std::string e;
-        if (!xml_tag(resp.body, "Error", &e)) return;
+        if (!xml_tag(resp.body, "Error", &e)) return PutResult::Stored;
         std::string code, msg;
         xml_tag(e, "Code", &code);
         xml_tag(e, "Message", &msg);
@@ -705,7 +732,7 @@ class S3Store : public Store {
         ObjectInfo oi;
         if (std::string(err.what()).find("NoSuchUpload") != std::string::npos && head(key, &oi) &&
             oi.size == total)
-          return;
+          return PutResult::Stored;
         throw;
       }
     }
@@ -786,7 +813,7 @@ class S3Store : public Store {
         etag = resp.headers["etag"];
       if (why.empty()) {
         long st = resp.status;
-        if ((st >= 200 && st < 300) || (allow_404 && st == 404)) {
+        if ((st >= 200 && st < 300) || (allow_404 && st == 404) || (r.conditional && (st == 412 || st == 501))) {
           if (got) *got = delivered;
           return resp;
         }
@@ -802,7 +829,9 @@ class S3Store : public Store {
         }
         if (st == 404 && code == "NoSuchBucket") why = code + ": bucket " + bucket_ + " does not exist";
         if (st == 412 && r.sink) fail_runtime("object changed during the download: " + why);
-        bool retry = st >= 500 || st == 429 || code == "RequestTimeout" || code == "SlowDown";
+        // 409 ConditionalRequestConflict: a concurrent conditional write of the key; AWS says retry.
+        bool retry = st >= 500 || st == 429 || code == "RequestTimeout" || code == "SlowDown" ||
+                     code == "ConditionalRequestConflict";
         if (!retry) fail_runtime(why);
       }
       if (attempt >= cfg_.max_retries)
