@@ -266,7 +266,10 @@ void Lease::unsupported() {
 }
 
 void Lease::acquire() {
-  if (!o_.writer.empty() && !probe()) unsupported();
+  // Told to write unfenced: no probe (a store that has conditional writes
+  // is written without them too).
+  if (o_.unfenced && loc_.scheme == Location::Scheme::S3) unsupported();
+  else if (!o_.writer.empty() && !probe()) unsupported();
   for (int attempt = 0; attempt < 20; attempt++) {
     LeaseRecord cur;
     std::string etag;

@@ -363,9 +363,10 @@ void run_pipeline(Db& d, const Options& o) {
     if (d.ack_lock) d.ack_lock->renew();
     else d.ack_lock = std::make_unique<StateLock>(ack + ".lock");
     bind_state(d.cfg.state_dir, d.cfg.url);
+    struct stat dbst;
     if (d.lease) {
       d.lease->use(*store);
-    } else {
+    } else if (::stat(d.cfg.db.c_str(), &dbst) == 0) {  // else wal-tail reports it
       LeaseOptions lo;
       lo.writer = writer_identity(d.cfg.state_dir + "/writer", file_identity(d.cfg.db));
       lo.probe_cache = d.cfg.state_dir + "/probe";
