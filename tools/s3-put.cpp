@@ -2,14 +2,12 @@
 // layout; at most one level-0 object per sync interval, the files of an
 // interval merged into one), or stdin as one plain object (--raw).
 // Each LTX file is read and fully verified before its upload; the chain is
-// checked against the remote before anything is written. Level 0 is written
-// under the replica's lease (ltx/lease.h): one writer per replica.
+// checked against the remote before anything is written.
 #include <unistd.h>
 
 #include "cli.h"
 #include "ltx/bytes.h"
 #include "ltx/follow.h"
-#include "ltx/lease.h"
 #include "ltx/ltx.h"
 #include "ltx/pipeline.h"
 #include "ltx/replica.h"
@@ -23,7 +21,6 @@ struct Options {
   bool sync_ack = false;
   int level = 0;
   bool raw = false;
-  bool takeover = false, unfenced = false;
   std::string sync_interval = "1s";
   s3cli::Flags s3;
 };
@@ -35,30 +32,9 @@ int put_raw(const Options& o, const ltx::Location& loc, ltx::Store& store) {
   return cli::kOk;
 }
 
-// The writer's lease: its identity is kept beside the acknowledgement
-// (ACK.writer, and the probe's verdict in ACK.probe); without --ack the
-// writer is anonymous (it takes no lease and refuses a held one).
-std::unique_ptr<ltx::Lease> lease(const Options& o, const ltx::Location& loc, ltx::Store& store) {
-  ltx::LeaseOptions lo;
-  if (!o.ack.empty()) {
-    lo.writer = ltx::writer_identity(o.ack + ".writer");
-    lo.probe_cache = o.ack + ".probe";
-  }
-  lo.takeover = o.takeover;
-  lo.unfenced = o.unfenced || s3cli::env("WALSYNC_UNFENCED") == "1";
-  lo.warn = [](const std::string& m) { cli::error("warning: " + m); };
-  auto l = std::make_unique<ltx::Lease>(store, loc, lo);
-  l->acquire();
-  if (l->took_over() && o.s3.verbose)
-    cli::error(loc.url + ": took over at TXID " + ltx::hex16(l->takeover_txid()));
-  return l;
-}
-
 // Brings the acknowledgement up to the remote's latest level-0 file: an
-// upload that completed just before a crash was never acknowledged. With
-// --takeover, takes the lease first (the file the pipeline continues).
+// upload that completed just before a crash was never acknowledged.
 int sync_ack(const Options& o, const ltx::Location& loc, ltx::Store& store) {
-  if (o.takeover) lease(o, loc, store);
   uint64_t txid = 0;
   if (ltx::sync_ack(store, loc, o.ack, &txid) && o.s3.verbose)
     cli::error(o.ack + ": acknowledged " + ltx::hex16(txid) + " from the remote");
@@ -72,9 +48,6 @@ int put_stream(const Options& o, const ltx::Location& loc, ltx::Store& store) {
   u.ack = o.ack;
   u.tmpdir = cli::tmpdir();
   u.sync_interval_ms = cli::duration_ms("--sync-interval", o.sync_interval, 0, 3600000);
-  std::unique_ptr<ltx::Lease> l;
-  if (o.level == 0) l = lease(o, loc, store);
-  u.lease = l.get();
   if (o.s3.verbose)
     u.on_file = [](const ltx::UploadedObject& x) {
       std::string files = x.files > 1 ? ", " + std::to_string(x.files) + " files merged" : "";
@@ -95,9 +68,6 @@ int main(int argc, char** argv) {
   app.add_option("--sync-interval", o.sync_interval, "level 0: at most one object per DUR; files arriving sooner are merged (default 1s; 0: one object per file)");
   app.add_option("--ack", o.ack, "after each stored file, record its position in this file (read by ltx-encode --ack and wal-tail --ack)");
   app.add_flag("--sync-ack", o.sync_ack, "bring the --ack file up to the remote's latest file and exit")->needs("--ack");
-  app.add_flag("--takeover", o.takeover, "take the replica's lease from the writer that holds it (recorded in the lease)")
-      ->needs("--ack");
-  app.add_flag("--unfenced", o.unfenced, "write to a store without conditional writes (env WALSYNC_UNFENCED=1)");
   app.add_option("--part-size", o.s3.part_size, "multipart upload above SIZE, in SIZE parts (default 8M; >= 5M)");
   s3cli::add_flags(app, o.s3);
   return cli::run(app, argc, argv, [&] {

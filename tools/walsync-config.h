@@ -37,7 +37,6 @@ struct Config {
   std::string metrics_interval, drain_timeout, backoff_max, sync_interval, park_after;
   std::string dir, pattern;  // discovery (walsync watch --dir, --pattern)
   long checkpoint_pages = -1, max_active = -1, metrics_databases = -1;
-  bool takeover = false, unfenced = false;  // "takeover = yes", "unfenced = yes"
   std::vector<std::string> exec;  // walsync watch -- CMD [ARGS]
   std::vector<DbEntry> dbs;
 };
@@ -140,11 +139,6 @@ inline Config parse_file(const std::string& path) {
     if (!ok) bad("unbalanced quotes: " + v);
     return w;
   };
-  auto yes = [&](const std::string& v) {
-    if (v == "yes" || v == "true") return true;
-    if (v != "no" && v != "false") bad("want yes or no: " + v);
-    return false;
-  };
   auto duration = [&](const std::string& v) {
     if (ltx::parse_duration_ms(v) < 0) bad("not a duration (500ms, 30s, 5m, 1h30m, 7d): " + v);
     return v;
@@ -193,8 +187,6 @@ inline Config parse_file(const std::string& path) {
       else if (k == "age-recipients-file") c.age_recipients_file = v;
       else if (k == "age-identity") c.age_identity = v;
       else if (k == "exec") c.exec = words(v);
-      else if (k == "takeover") c.takeover = yes(v);
-      else if (k == "unfenced") c.unfenced = yes(v);
       else bad("unknown key '" + k + "'");
     }
   }

@@ -396,7 +396,6 @@ struct Watch {
   std::string dir, pattern;  // --dir, --pattern
   std::string state_dir, metrics_file, metrics_addr, metrics_interval, drain, backoff_max, sync_interval, park_after;
   long checkpoint_pages = -1, max_active = -1, metrics_databases = -1;  // -1: not given (the flags take no negative value)
-  bool takeover = false, unfenced = false;
 };
 
 int watch(Common& c, Watch& w) {
@@ -475,8 +474,6 @@ int watch(Common& c, Watch& w) {
   o.max_active = int(w.max_active > 0 ? w.max_active : c.cfg.max_active > 0 ? c.cfg.max_active : 16);
   o.verbose = c.s3.verbose;
   o.log = log_line;
-  o.takeover = w.takeover || c.cfg.takeover;
-  o.unfenced = w.unfenced || c.cfg.unfenced || s3cli::env("WALSYNC_UNFENCED") == "1";
   App app;
   app.cmd = !w.exec.empty() ? w.exec : c.cfg.exec;
   const bool exec = !app.cmd.empty();
@@ -777,8 +774,6 @@ int main(int argc, char** argv) {
   wa->add_option("--drain-timeout", w.drain, "on SIGTERM/SIGINT, wait this long for in-flight files (default 10s)");
   wa->add_option("--backoff-max", w.backoff_max, "longest delay between restarts of a failing pipeline (default 60s)");
   wa->add_option("--park-after", w.park_after, "park a database quiet this long with everything stored: no thread, connection or descriptor until its -wal changes (default 5s; 0: never)");
-  wa->add_flag("--takeover", w.takeover, "take each replica's lease from the writer that holds it (recorded in the lease)");
-  wa->add_flag("--unfenced", w.unfenced, "write to a store without conditional writes (env WALSYNC_UNFENCED=1)");
   wa->add_option("--max-active", w.max_active, "pipelines running at once; other databases queue for a slot (default 16)")
       ->check(CLI::Range(1L, wscfg::kMaxActive));
 

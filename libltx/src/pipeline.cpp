@@ -133,7 +133,7 @@ class Uploader {
       if (!chained) flush();  // the guard judges it on its own
     }
     if (pend_.empty()) {
-      if (checked(f) == ChainGuard::Action::Skip) {
+      if (guard_.check(f.h, f.t) == ChainGuard::Action::Skip) {
         acknowledge(f.h, f.t);
         if (o_.on_file) o_.on_file(object(f, false));
         return;
@@ -187,9 +187,15 @@ class Uploader {
     const File f = pend_.front();
     bool stored = false;
     next_put_ = mono_ms() + o_.sync_interval_ms;
-    if (checked(f) == ChainGuard::Action::Upload) {
+    if (guard_.check(f.h, f.t) == ChainGuard::Action::Upload) {
       std::string key = rep_.key(o_.level, f.h.min_txid, f.h.max_txid);
-      store(key, f);
+      Metadata meta{{"litestream-timestamp", format_timestamp(f.h.timestamp)}};
+      if (acc_->fd() >= 0) {
+        store_.put_file(key, acc_->fd(), f.len, meta);  // no part in memory
+      } else {
+        auto body = acc_->reader();
+        store_.put(key, *body, meta);
+      }
       guard_.uploaded(f.h, f.t, f.len);
       stored = true;
     }
@@ -197,44 +203,6 @@ class Uploader {
     acc_->clear();
     acknowledge(f.h, f.t);
     if (o_.on_file) o_.on_file(object(f, stored));
-  }
-
-  // The chain guard's verdict; a refusal while another writer took the
-  // lease is reported as that takeover.
-  ChainGuard::Action checked(const File& f) {
-    try {
-      return guard_.check(f.h, f.t);
-    } catch (const Error& e) {
-      if (e.kind() == Kind::Integrity && o_.lease && !o_.lease->still_held()) o_.lease->lost();
-      throw;
-    }
-  }
-
-  // Stores acc_ as key: with a lease, never replacing an object (a key
-  // that exists and is not this file byte for byte means another writer:
-  // fenced), and only acknowledged once the lease is still ours.
-  void store(const std::string& key, const File& f) {
-    Metadata meta{{"litestream-timestamp", format_timestamp(f.h.timestamp)}};
-    auto put = [&](const PutIf& c) {
-      if (acc_->fd() >= 0) return store_.put_file_if(key, acc_->fd(), f.len, meta, c);  // no part in memory
-      auto body = acc_->reader();
-      return store_.put_if(key, *body, meta, c);
-    };
-    Lease* lease = o_.lease;
-    PutIf c;
-    c.absent = lease && lease->conditional();
-    PutResult res = put(c);
-    if (res == PutResult::Unsupported) {
-      lease->unsupported();  // throws, or the store is unfenced from now on
-      res = put(PutIf{});
-    }
-    if (res == PutResult::Refused) {
-      // A retried PUT whose first attempt was stored is refused too.
-      std::string t = store_.get_tail(key, kTrailerSize);
-      auto* p = reinterpret_cast<const uint8_t*>(t.data());
-      if (get64(p) != f.t.post_apply || get64(p + 8) != f.t.file_checksum) lease->fenced(key);
-    }
-    if (lease) lease->check(key, f.h.min_txid);
   }
 
   void acknowledge(const Header& h, const Trailer& t) {

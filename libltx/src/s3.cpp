@@ -154,7 +154,6 @@ struct Request {
   size_t tail = 0;               // with raw_range: keep only the last `tail` bytes of a 200
   bool patient = false;          // no overall deadline, no rate floor (CompleteMultipartUpload)
   bool on_signal_too = false;    // runs although a signal is pending (abort on the way out)
-  bool conditional = false;      // If-None-Match / If-Match: 412 and 501 are answers, not errors
 };
 
 struct Response {
@@ -368,14 +367,8 @@ class S3Store : public Store {
     if (h_) curl_easy_cleanup(h_);
   }
 
-  void put(const std::string& key, Reader& body, const Metadata& meta) override { put_if(key, body, meta, PutIf{}); }
-
-  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
-    put_file_if(key, fd, size, meta, PutIf{});
-  }
-
-  PutResult put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c) override {
-    return with_context("put " + key, [&] {
+  void put(const std::string& key, Reader& body, const Metadata& meta) override {
+    with_context("put " + key, [&] {
       // Grow the buffer with the body (a small file costs a small buffer,
       // not a zero-filled part); multipart once it exceeds one part.
       std::vector<uint8_t> buf;
@@ -395,28 +388,28 @@ class S3Store : public Store {
         r.method = "PUT";
         r.key = key;
         add_meta(r, meta);
-        add_condition(r, c);
         r.body = buf.data();
         r.body_len = n;
-        return put_result(request(r));
+        request(r);
+        return;
       }
-      return multipart(key, body, meta, buf, n, c);
+      multipart(key, body, meta, buf, n);
     });
   }
 
-  PutResult put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c) override {
-    return with_context("put " + key, [&] {
+  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
+    with_context("put " + key, [&] {
       if (size <= cfg_.part_size) {
         Request r;
         r.method = "PUT";
         r.key = key;
         add_meta(r, meta);
-        add_condition(r, c);
         r.body_fd = fd;
         r.body_len = size;
-        return put_result(request(r));
+        request(r);
+        return;
       }
-      return multipart_parts(key, meta, c, [&](int num, Request& pr) {
+      multipart_parts(key, meta, [&](int num, Request& pr) {
         uint64_t off = uint64_t(num - 1) * cfg_.part_size;
         if (off >= size) return false;
         pr.body_fd = fd;
@@ -617,24 +610,11 @@ class S3Store : public Store {
     for (auto& m : meta) r.headers.emplace_back("x-amz-meta-" + lower(m.first), m.second);
   }
 
-  // A conditional request returns its 412 and 501 answers (request()).
-  static void add_condition(Request& r, const PutIf& c) {
-    if (c.absent) r.headers.emplace_back("If-None-Match", "*");
-    if (!c.match.empty()) r.headers.emplace_back("If-Match", c.match);
-    r.conditional = c.absent || !c.match.empty();
-  }
-
-  static PutResult put_result(const Response& resp) {
-    if (resp.status == 412) return PutResult::Refused;
-    if (resp.status == 501) return PutResult::Unsupported;
-    return PutResult::Stored;
-  }
-
   // buf holds the first n bytes of body (more than one part).
-  PutResult multipart(const std::string& key, Reader& body, const Metadata& meta,
-                      std::vector<uint8_t>& buf, size_t n, const PutIf& c) {
+  void multipart(const std::string& key, Reader& body, const Metadata& meta,
+                 std::vector<uint8_t>& buf, size_t n) {
     size_t len = 0;
-    return multipart_parts(key, meta, c, [&](int num, Request& pr) {
+    multipart_parts(key, meta, [&](int num, Request& pr) {
       if (num > 1) {
         // The part sent was the first len bytes; the one extra byte read
         // (if any) starts the next part.
@@ -652,8 +632,8 @@ class S3Store : public Store {
 
   // A multipart upload whose part num gets its body from next(num, part);
   // next returns false when there is no part num. Aborted on failure.
-  PutResult multipart_parts(const std::string& key, const Metadata& meta, const PutIf& c,
-                            const std::function<bool(int, Request&)>& next) {
+  void multipart_parts(const std::string& key, const Metadata& meta,
+                       const std::function<bool(int, Request&)>& next) {
     SignalDeferral defer;  // SIGINT/SIGTERM: abort the upload, then die of the signal
     Request init;
     init.method = "POST";
@@ -665,18 +645,6 @@ class S3Store : public Store {
     if (!xml_tag(ir.body, "UploadId", &upload_id) || upload_id.empty())
       fail_runtime("CreateMultipartUpload: no UploadId in the response");
     upload_id = xml_unescape(upload_id);
-    auto abort = [&] {
-      try {
-        Request ar;
-        ar.method = "DELETE";
-        ar.key = key;
-        ar.query = {{"uploadId", upload_id}};
-        ar.on_signal_too = true;
-        request(ar);
-      } catch (...) {
-        // best effort; the original error is the one to report
-      }
-    };
     try {
       std::string parts;
       uint64_t total = 0;
@@ -702,25 +670,30 @@ class S3Store : public Store {
       cr.body = reinterpret_cast<const uint8_t*>(xml.data());
       cr.body_len = xml.size();
       cr.patient = true;  // may take minutes on AWS, which sends whitespace meanwhile
-      add_condition(cr, c);  // AWS evaluates If-None-Match / If-Match here
-      PutResult res = complete(cr, key, total);
-      if (res != PutResult::Stored) abort();  // the condition did not hold
-      return res;
+      complete(cr, key, total);
     } catch (...) {
-      abort();
+      try {
+        Request ar;
+        ar.method = "DELETE";
+        ar.key = key;
+        ar.query = {{"uploadId", upload_id}};
+        ar.on_signal_too = true;
+        request(ar);
+      } catch (...) {
+        // best effort; the original error is the one to report
+      }
       throw;
     }
   }
 
   // CompleteMultipartUpload may answer 200 with an <Error> body; a retried
   // complete whose first attempt succeeded answers NoSuchUpload.
-  PutResult complete(Request& cr, const std::string& key, uint64_t total) {
+  void complete(Request& cr, const std::string& key, uint64_t total) {
     for (int attempt = 0;; attempt++) {
       try {
         Response resp = request(cr);
-        if (resp.status == 412 || resp.status == 501) return put_result(resp);
         std::string e;
-        if (!xml_tag(resp.body, "Error", &e)) return PutResult::Stored;
+        if (!xml_tag(resp.body, "Error", &e)) return;
         std::string code, msg;
         xml_tag(e, "Code", &code);
         xml_tag(e, "Message", &msg);
@@ -732,7 +705,7 @@ class S3Store : public Store {
         ObjectInfo oi;
         if (std::string(err.what()).find("NoSuchUpload") != std::string::npos && head(key, &oi) &&
             oi.size == total)
-          return PutResult::Stored;
+          return;
         throw;
       }
     }
@@ -813,7 +786,7 @@ class S3Store : public Store {
         etag = resp.headers["etag"];
       if (why.empty()) {
         long st = resp.status;
-        if ((st >= 200 && st < 300) || (allow_404 && st == 404) || (r.conditional && (st == 412 || st == 501))) {
+        if ((st >= 200 && st < 300) || (allow_404 && st == 404)) {
           if (got) *got = delivered;
           return resp;
         }
@@ -829,9 +802,7 @@ class S3Store : public Store {
         }
         if (st == 404 && code == "NoSuchBucket") why = code + ": bucket " + bucket_ + " does not exist";
         if (st == 412 && r.sink) fail_runtime("object changed during the download: " + why);
-        // 409 ConditionalRequestConflict: a concurrent conditional write of the key; AWS says retry.
-        bool retry = st >= 500 || st == 429 || code == "RequestTimeout" || code == "SlowDown" ||
-                     code == "ConditionalRequestConflict";
+        bool retry = st >= 500 || st == 429 || code == "RequestTimeout" || code == "SlowDown";
         if (!retry) fail_runtime(why);
       }
       if (attempt >= cfg_.max_retries)

@@ -41,30 +41,13 @@ class AgeStore : public Store {
     s_->put(key, enc, meta);
   }
 
-  PutResult put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c) override {
-    need_recipients(key);
-    forget(key);
-    age::EncryptReader enc(body, keys_->recipients);
-    return s_->put_if(key, enc, meta, c);
-  }
-
-  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
-    put_file_if(key, fd, size, meta, PutIf{});
-  }
-
   // Big bodies are sealed into an unnamed temp file first, so the store
   // below can send them from disk as it does plain spools (no part held in
   // memory); small ones stream.
-  PutResult put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c) override {
+  void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) override {
     need_recipients(key);
     forget(key);
-    bool plain_put = !c.absent && c.match.empty();
-    if (size <= (1u << 20)) {
-      RegionReader r(fd, 0, size);
-      if (!plain_put) return put_if(key, r, meta, c);
-      put(key, r, meta);
-      return PutResult::Stored;
-    }
+    if (size <= (1u << 20)) return Store::put_file(key, fd, size, meta);
     int t = ::open(tmpdir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (t < 0) fail_errno("put " + key + ": temp file in " + tmpdir_);
     struct Closer {
@@ -76,9 +59,7 @@ class AgeStore : public Store {
     std::vector<uint8_t> buf(256 * 1024);
     uint64_t sealed = 0;
     for (size_t k; (k = enc.read(buf.data(), buf.size())) > 0; sealed += k) pwrite_all(t, buf.data(), k, sealed);
-    if (!plain_put) return s_->put_file_if(key, t, sealed, meta, c);
     s_->put_file(key, t, sealed, meta);
-    return PutResult::Stored;
   }
 
   uint64_t get(const std::string& key, Writer& out, uint64_t offset, int64_t length) override {

@@ -2,15 +2,11 @@
 // leading '/'), URL parsing, and the store factory.
 //
 // Writes are atomic: temp file in the same directory, fsync, rename, fsync
-// of the directory (ltx::AtomicFile). A conditional write link(2)s the temp
-// file into place instead (link never replaces: If-None-Match), or compares
-// the key's ETag and renames while holding an flock(2) on .NAME.lock beside
-// it (If-Match: every compare-and-swap of the key takes that lock). The "litestream-timestamp" metadata is
+// of the directory (ltx::AtomicFile). The "litestream-timestamp" metadata is
 // kept as the file's mtime (as Litestream v0.5's file replica does); other
 // metadata is not stored.
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,9 +15,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include <xxhash.h>
-
-#include "ltx/bytes.h"
 #include "ltx/error.h"
 #include "ltx/store.h"
 
@@ -64,27 +57,10 @@ void mkdir_p(const std::string& dir) {
   fsync_dir_of(dir);
 }
 
-// The file store's ETag of an open file (see Store::head).
-std::string file_etag(int fd, const struct stat& st) {
-  char b[64];
-  if (st.st_size > 64 * 1024) {
-    std::snprintf(b, sizeof b, "\"%llx-%llx-%llx\"", (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
-                  (unsigned long long)(int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec));
-    return b;
-  }
-  std::string s(size_t(st.st_size), '\0');
-  if (pread_full(fd, &s[0], s.size(), 0) != s.size()) fail_runtime("short read");
-  return "\"" + hex16(XXH64(s.data(), s.size(), 0)) + "\"";
-}
-
 class FileStore : public Store {
  public:
   void put(const std::string& key, Reader& body, const Metadata& meta) override {
-    put_if(key, body, meta, PutIf{});
-  }
-
-  PutResult put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c) override {
-    return with_context("put " + key, [&] {
+    with_context("put " + key, [&] {
       std::string path = "/" + key;
       mkdir_p(path.substr(0, path.rfind('/')));
       AtomicFile f(path);
@@ -102,17 +78,8 @@ class FileStore : public Store {
         ts[0].tv_nsec = ts[1].tv_nsec = long(ms % 1000) * 1000000;
         if (::futimens(f.fd(), ts) != 0) fail_errno("set mtime");
       }
-      if (!c.absent && c.match.empty()) {
-        f.commit();
-        return PutResult::Stored;
-      }
-      return place(path, f, c);
+      f.commit();
     });
-  }
-
-  PutResult put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c) override {
-    RegionReader r(fd, 0, size);
-    return put_if(key, r, meta, c);
   }
 
   uint64_t get(const std::string& key, Writer& out, uint64_t offset, int64_t length) override {
@@ -165,19 +132,7 @@ class FileStore : public Store {
       fail_errno("head " + key);
     }
     if (!S_ISREG(st.st_mode)) return false;
-    if (info) {
-      fill(key, st, info);
-      int fd = ::open(("/" + key).c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) {
-        if (errno == ENOENT) return false;  // removed since
-        fail_errno("head " + key);
-      }
-      struct Closer { int fd; ~Closer() { ::close(fd); } } cl{fd};
-      struct stat fst;
-      if (::fstat(fd, &fst) != 0) fail_errno("head " + key);
-      fill(key, fst, info);
-      info->etag = file_etag(fd, fst);
-    }
+    if (info) fill(key, st, info);
     return true;
   }
 
@@ -189,48 +144,6 @@ class FileStore : public Store {
   }
 
  private:
-  // Puts the synced temp file f at path if the condition holds, under the
-  // key's lock (so that a compare and its rename are one step).
-  static PutResult place(const std::string& path, AtomicFile& f, const PutIf& c) {
-    if (::fsync(f.fd()) != 0) fail_errno("fsync");
-    if (c.absent) {  // link(2) is atomic on its own: no lock
-      if (::link(f.temp_path().c_str(), path.c_str()) != 0) {
-        if (errno != EEXIST) fail_errno("link");
-        f.abort();
-        return PutResult::Refused;
-      }
-      f.abort();  // the temp name goes; the file stays under path
-      fsync_dir_of(path);
-      return PutResult::Stored;
-    }
-    size_t slash = path.rfind('/');
-    std::string lock = path.substr(0, slash + 1) + "." + path.substr(slash + 1) + ".lock";
-    int lfd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lfd < 0) fail_errno("open " + lock);
-    struct Closer { int fd; ~Closer() { ::close(fd); } } cl{lfd};
-    while (::flock(lfd, LOCK_EX) != 0)
-      if (errno != EINTR) fail_errno("flock " + lock);
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      if (errno != ENOENT) fail_errno("open");
-      f.abort();
-      return PutResult::Refused;
-    }
-    struct stat st;
-    std::string etag;
-    {
-      Closer cf{fd};
-      if (::fstat(fd, &st) != 0) fail_errno("stat");
-      etag = file_etag(fd, st);
-    }
-    if (etag != c.match) {
-      f.abort();
-      return PutResult::Refused;
-    }
-    f.commit();
-    return PutResult::Stored;
-  }
-
   static int open_ro(const std::string& key) {
     int fd = ::open(("/" + key).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -321,21 +234,6 @@ Location parse_url(const std::string& url) {
 void Store::put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta) {
   RegionReader r(fd, 0, size);
   put(key, r, meta);
-}
-
-PutResult Store::put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c) {
-  if (c.absent || !c.match.empty()) return PutResult::Unsupported;
-  put(key, body, meta);
-  return PutResult::Stored;
-}
-
-PutResult Store::put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c) {
-  if (!c.absent && c.match.empty()) {
-    put_file(key, fd, size, meta);
-    return PutResult::Stored;
-  }
-  RegionReader r(fd, 0, size);
-  return put_if(key, r, meta, c);
 }
 
 std::unique_ptr<Store> open_file_store() { return std::make_unique<FileStore>(); }

@@ -33,7 +33,6 @@
 #include "ltx/encode.h"
 #include "ltx/error.h"
 #include "ltx/http.h"
-#include "ltx/lease.h"
 #include "ltx/pipeline.h"
 #include "ltx/replica.h"
 #include "ltx/state.h"
@@ -223,7 +222,6 @@ struct Db {
   RequestCounts requests;              // of every run's store
   LagTracker lag;
   std::unique_ptr<StateLock> state_lock, ack_lock;  // held while its pipeline runs
-  std::unique_ptr<Lease> lease;        // taken at its first run, kept across runs and parking
 
   void fail(const std::string& stage, const std::string& what, bool permanent = false,
             Kind kind = Kind::Runtime) {
@@ -363,22 +361,6 @@ void run_pipeline(Db& d, const Options& o) {
     if (d.ack_lock) d.ack_lock->renew();
     else d.ack_lock = std::make_unique<StateLock>(ack + ".lock");
     bind_state(d.cfg.state_dir, d.cfg.url);
-    struct stat dbst;
-    if (d.lease) {
-      d.lease->use(*store);
-    } else if (::stat(d.cfg.db.c_str(), &dbst) == 0) {  // else wal-tail reports it
-      LeaseOptions lo;
-      lo.writer = writer_identity(d.cfg.state_dir + "/writer", file_identity(d.cfg.db));
-      lo.probe_cache = d.cfg.state_dir + "/probe";
-      lo.takeover = o.takeover;
-      lo.unfenced = o.unfenced;
-      if (o.log) lo.warn = [&d, &o](const std::string& m) { o.log(d.cfg.name, "warning: " + m); };
-      auto l = std::make_unique<Lease>(*store, loc, lo);
-      l->acquire();
-      if (l->took_over() && o.log) o.log(d.cfg.name, "took over the replica at TXID " + hex16(l->takeover_txid()));
-      d.lease = std::move(l);
-      d.synced = false;
-    }
     // Woken after a clean park by this process: the acknowledgement is the
     // remote's latest already (no LIST per wake-up).
     const bool synced = d.synced;
@@ -464,7 +446,6 @@ void run_pipeline(Db& d, const Options& o) {
     // (checked above against the page state), so the first file's chain
     // check needs no LIST and GET either (walsync(1), Parking).
     if (synced && have) u.remote_latest = acked;
-    u.lease = d.lease.get();
     uint64_t consumed = 0;
     u.on_file = [&](const UploadedObject& x) {
       consumed += x.input_bytes;

@@ -17,7 +17,6 @@
 #include <string>
 
 #include "ltx/io.h"
-#include "ltx/lease.h"
 #include "ltx/ltx.h"
 #include "ltx/state.h"
 #include "ltx/store.h"
@@ -54,10 +53,6 @@ struct UploadOptions {
   Position remote_latest;
   // After each object. May be empty.
   std::function<void(const UploadedObject&)> on_file;
-  // Level 0: the writer's lease, acquired (ltx/lease.h). Each object is
-  // stored with If-None-Match (unless the lease says the store cannot) and
-  // acknowledged only after Lease::check. Null: plain PUTs, no lease.
-  Lease* lease = nullptr;
 };
 
 // Consumes the LTX stream `in`; returns the number of files read. Throws

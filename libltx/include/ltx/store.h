@@ -33,18 +33,6 @@ struct ObjectInfo {
   Metadata meta;         // filled by head() only
 };
 
-// A condition on a write (S3 conditional PUT). With neither set, put_if is put.
-struct PutIf {
-  bool absent = false;  // If-None-Match: * -- only if no object has this key
-  std::string match;    // If-Match: ETAG -- only if the object's ETag is this
-};
-// What a conditional write did.
-enum class PutResult {
-  Stored,       // the condition held; the body is stored
-  Refused,      // it did not (HTTP 412; the file exists or has another ETag); nothing changed
-  Unsupported,  // the store does not evaluate conditions on writes (HTTP 501); nothing changed
-};
-
 class Store {
  public:
   virtual ~Store() = default;
@@ -56,15 +44,6 @@ class Store {
   // The same for bytes [0, size) of an open file: S3 reads each request's
   // body from the file (hash pass, then send), so no part is held in memory.
   virtual void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta = {});
-  // put() and put_file() under a condition, decided by the store atomically
-  // with the write: S3 If-None-Match / If-Match (multipart: on
-  // CompleteMultipartUpload); the file store link(2)s its temp file into
-  // place (never replacing) or, for a match, compares and renames under an
-  // flock(2) on .KEY.lock beside the key. A retried S3 request whose first
-  // attempt was stored answers Refused: the caller tells its own object by
-  // its content. The default: Unsupported.
-  virtual PutResult put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c);
-  virtual PutResult put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c);
   // Streams bytes [offset, offset+length) (length < 0: to the end) to out.
   // A retried transfer resumes at the byte count already delivered: out
   // never receives a byte twice. Returns the bytes written.
@@ -84,9 +63,7 @@ class Store {
     int64_t initiated_ms = 0;
   };
   virtual std::vector<Upload> list_uploads(const std::string& prefix) { (void)prefix; return {}; }
-  // False if the key does not exist. ObjectInfo::etag is the S3 ETag; the
-  // file store's is a hash of the content for files up to 64 KiB (an
-  // object that changes changes its ETag), of inode, size and mtime above.
+  // False if the key does not exist.
   virtual bool head(const std::string& key, ObjectInfo* info) = 0;
   // True when objects are sealed envelopes (age): their listed size is
   // the envelope's, not the payload's, and truncation is caught by the
@@ -124,14 +101,6 @@ class CountingStore : public Store {
   void put_file(const std::string& key, int fd, uint64_t size, const Metadata& meta = {}) override {
     count(puts, &RequestCounts::put);
     s_.put_file(key, fd, size, meta);
-  }
-  PutResult put_if(const std::string& key, Reader& body, const Metadata& meta, const PutIf& c) override {
-    count(puts, &RequestCounts::put);
-    return s_.put_if(key, body, meta, c);
-  }
-  PutResult put_file_if(const std::string& key, int fd, uint64_t size, const Metadata& meta, const PutIf& c) override {
-    count(puts, &RequestCounts::put);
-    return s_.put_file_if(key, fd, size, meta, c);
   }
   uint64_t get(const std::string& key, Writer& out, uint64_t offset = 0, int64_t length = -1) override {
     count(gets, &RequestCounts::get);

@@ -73,12 +73,6 @@ struct Options {
   // supervisor then waits on it and on its inotify descriptor together, so
   // that a wake-up is handled at once. -1: wait_stop(ms) is the wait.
   int stop_fd = -1;
-  // The replica's lease (ltx/lease.h): take it from another writer that
-  // holds it (else refuse: exit 3), write to a store without conditional
-  // writes (else refuse). Each database's identity: DIR/writer of its state
-  // directory and the database's device and inode; the probe's verdict is
-  // kept in DIR/probe.
-  bool takeover = false, unfenced = false;
   bool verbose = false;           // also log every stored file, wal-tail progress, parks and wake-ups
   // One event line for a database (name, event), e.g. ("app", "started at TXID 5").
   std::function<void(const std::string&, const std::string&)> log;
