@@ -7,18 +7,6 @@ load test_helper/common
 load test_helper/s3
 load test_helper/watch
 
-# wait_log PATTERN FILE: until FILE has a line matching PATTERN (60 s).
-wait_log() {
-  local i
-  for i in $(seq 1 600); do
-    grep -q -- "$1" "$2" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "$2: no line matching '$1'" >&2
-  cat "$2" >&2
-  return 1
-}
-
 # start_watch ARGS...: walsync watch ARGS --metrics-addr 127.0.0.1:0 in the
 # background; PID, and URL (http://127.0.0.1:PORT) from its log.
 start_watch() {
@@ -38,21 +26,6 @@ get() {
 }
 
 txid() { get /metrics | sed -n "s/^walsync_position_txid{db=\"$1\"} //p"; }
-
-# caught_up URL NAME DB: until a restore of replica NAME under URL equals DB
-# (60 s). Transactions that arrive together may share a TXID, so the
-# position alone does not say that every commit is stored.
-caught_up() {
-  local i
-  for i in $(seq 1 300); do
-    rm -f "$T/probe.db"
-    walsync restore "$2" -b "$1" -o "$T/probe.db" 2>/dev/null &&
-      [ "$(sqlite3 "$T/probe.db" .sha3sum)" = "$(sqlite3 "$3" .sha3sum)" ] && return 0
-    sleep 0.2
-  done
-  echo "$2: the replica never caught up with $3" >&2
-  return 1
-}
 
 @test "metrics: GET /metrics is the metrics file's text and follows the writes; /healthz ok; 404; 405" {
   cd "$T"

@@ -9,8 +9,8 @@ load test_helper/watch
 # latest REPDIR: the highest MaxTXID of the level-0 files (hex).
 latest() { ls "$1/ltx/0" | sed 's/.*-\(.*\)\.ltx/\1/' | sort | tail -1; }
 
-# caught_up DB URL: wait (up to 90 s: a busy machine) until the replica restores to DB.
-caught_up() {
+# restores_to DB URL: wait (up to 90 s: a busy machine) until the replica restores to DB.
+restores_to() {
   local i
   for i in $(seq 1 180); do
     rm -f "$T/cu.db"
@@ -47,12 +47,12 @@ every_txid_restores() {
   walsync watch app.db -b "file://$T/rep" 2>w.log &
   local pid=$!
   writer app.db 30 0.01 100
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   : > app.db-walsync/pages
   writer app.db 30 0.01 200
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   writer app.db 10 0.01 300
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   cat w.log >&2
   grep -q "app: damaged state: .*rebuilding it from the database and the replica" w.log
@@ -69,7 +69,7 @@ every_txid_restores() {
   walsync watch app.db -b "file://$T/rep" 2>w1.log &
   local pid=$!
   writer app.db 10 0.01 100
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   # one flipped byte in the middle of the pages file: no length check sees it
   python3 - app.db-walsync/pages <<'PY'
@@ -80,7 +80,7 @@ PY
   walsync watch app.db -b "file://$T/rep" 2>w2.log &
   pid=$!
   writer app.db 10 0.01 300
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   cat w2.log >&2
   grep -q "app: damaged state: the page checksums of app.db-walsync/pages fold to [0-9a-f]\{16\}, not to the checksum" w2.log
@@ -94,10 +94,10 @@ PY
   walsync watch app.db -b "file://$T/rep" 2>w1.log &
   local pid=$!
   writer app.db 20 0.01 100
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   rm -rf app.db-walsync
   writer app.db 20 0.01 200
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   ! grep -q "belongs to another replica" w1.log
   rm -rf app.db-walsync
@@ -105,7 +105,7 @@ PY
   walsync watch app.db -b "file://$T/rep" 2>w2.log &
   pid=$!
   writer app.db 10 0.01 400
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   cat w1.log w2.log >&2
   grep -q "app: started at TXID [0-9a-f]\{16\}, no local state: full resync" w2.log
@@ -123,7 +123,7 @@ PY
   writer app.db 10 0
   walsync watch app.db -b "file://$T/rep" 2>w1.log &
   local pid=$!
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   local before; before=$(latest rep/app)
   rm -rf app.db-walsync
@@ -131,7 +131,7 @@ PY
   pid=$!
   sleep 1
   writer app.db 5 0.01 100
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   # the next file continues at the next TXID, as a delta
   [ -f "rep/app/ltx/0/$(printf %016x $((16#$before + 1)))-$(printf %016x $((16#$before + 1))).ltx" ]
@@ -158,7 +158,7 @@ PY
   assert_output "wal-tail: app.db-walsync/ack.lock: in use by pid $pid (one walsync watch, wal-tail --ack or ltx-encode --state at a time)"
   wait "$wp"
   writer app.db 20 0.01 200
-  caught_up app.db "file://$T/rep/app"
+  restores_to app.db "file://$T/rep/app"
   stop_watch "$pid"
   every_txid_restores "file://$T/rep/app" rep/app
   # released with the process

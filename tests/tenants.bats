@@ -18,19 +18,6 @@ open('$1.held', 'w').close(); time.sleep(300)" &
   return 1
 }
 
-# wait_count N PATTERN FILE: until FILE has N lines matching PATTERN (60 s).
-wait_count() {
-  local i
-  for i in $(seq 1 600); do
-    [ "$(grep -c -- "$2" "$3" 2>/dev/null)" -ge "$1" ] && return 0
-    sleep 0.1
-  done
-  echo "$3: fewer than $1 lines matching '$2'" >&2
-  cat "$3" >&2
-  return 1
-}
-
-wait_log() { wait_count 1 "$@"; }
 
 # parked_alone PID DB: the watch holds one thread and no descriptor of DB.
 parked_alone() {

@@ -7,32 +7,6 @@ load test_helper/common
 load test_helper/s3
 load test_helper/watch
 
-# caught_up BASE NAME DB: until a restore of replica NAME under BASE equals
-# DB (60 s): whatever the machine's load, the watch has stored every commit.
-caught_up() {
-  local i
-  for i in $(seq 1 300); do
-    rm -f "$T/probe.db"
-    walsync restore "$2" -b "$1" -o "$T/probe.db" 2>/dev/null &&
-      [ "$(sqlite3 "$T/probe.db" .sha3sum)" = "$(sqlite3 "$3" .sha3sum)" ] && return 0
-    sleep 0.2
-  done
-  echo "$2: the replica never caught up with $3" >&2
-  return 1
-}
-
-# wait_log PATTERN FILE: until FILE has a line matching PATTERN (60 s).
-wait_log() {
-  local i
-  for i in $(seq 1 600); do
-    grep -q -- "$1" "$2" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "$2: no line matching '$1'" >&2
-  cat "$2" >&2
-  return 1
-}
-
 # metric NAME DB FILE: one value from the metrics file.
 metric() { sed -n "s/^$1{db=\"$2\"} //p" "$3"; }
 

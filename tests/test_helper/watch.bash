@@ -1,5 +1,6 @@
 # Helpers of the walsync watch tests (walsync.bats, state.bats,
-# tenants.bats): `load test_helper/watch` after test_helper/common.
+# tenants.bats, metrics.bats, fence.bats): `load test_helper/watch` after
+# test_helper/common.
 
 # mkdb DB: an empty WAL-mode database with table t.
 mkdb() {
@@ -51,6 +52,37 @@ stop_watch() {
     return 1
   fi
   wait "$pid"
+}
+
+# wait_count N PATTERN FILE: until FILE has N lines matching PATTERN (60 s).
+wait_count() {
+  local i
+  for i in $(seq 1 600); do
+    [ "$(grep -c -- "$2" "$3" 2>/dev/null)" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "$3: fewer than $1 lines matching '$2'" >&2
+  cat "$3" >&2
+  return 1
+}
+
+# wait_log PATTERN FILE: until FILE has a line matching PATTERN (60 s).
+wait_log() { wait_count 1 "$@"; }
+
+# caught_up BASE NAME DB: until a restore of replica NAME under BASE equals
+# DB (60 s): whatever the machine's load, the watch has stored every commit
+# (transactions that arrive together may share a TXID, so a position alone
+# does not say so).
+caught_up() {
+  local i
+  for i in $(seq 1 300); do
+    rm -f "$T/probe.db"
+    walsync restore "$2" -b "$1" -o "$T/probe.db" 2>/dev/null &&
+      [ "$(sqlite3 "$T/probe.db" .sha3sum)" = "$(sqlite3 "$3" .sha3sum)" ] && return 0
+    sleep 0.2
+  done
+  echo "$2: the replica never caught up with $3" >&2
+  return 1
 }
 
 # teardown: nothing outlives a failed test (a stopped job is woken to die).
