@@ -81,6 +81,22 @@ int wait_status(pid_t pid) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+// In a child between fork and exec: it gets `deathsig` when we die (checked
+// against our dying before prctl: `parent` is our pid from before the
+// fork), no blocked signal, and the default action for SIGPIPE, SIGINT,
+// SIGTERM and, with `hup` (the application, to which we forward it),
+// SIGHUP: an ignored signal stays ignored across exec, and a shell starts
+// background jobs with SIGINT ignored.
+void in_child(pid_t parent, int deathsig, bool hup) {
+  ::prctl(PR_SET_PDEATHSIG, deathsig);
+  if (::getppid() != parent) ::_exit(128 + deathsig);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig : {SIGPIPE, SIGINT, SIGTERM}) ::signal(sig, SIG_DFL);
+  if (hup) ::signal(SIGHUP, SIG_DFL);
+}
+
 // Runs cmds as a pipeline (stdin of the first and stdout of the last are
 // ours, or out_fd). Each stage dies with us (PR_SET_PDEATHSIG). With
 // start_on_data, a stage starts only once the previous one has written
@@ -111,14 +127,7 @@ int run_pipeline(const std::vector<Argv>& cmds, int out_fd = 1, bool start_on_da
     pid_t pid = ::fork();
     if (pid < 0) ltx::fail_errno("fork");
     if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (::getppid() != self) ::_exit(128 + SIGTERM);  // we died before prctl
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::signal(SIGPIPE, SIG_DFL);
-      ::signal(SIGTERM, SIG_DFL);
-      ::signal(SIGINT, SIG_DFL);
+      in_child(self, SIGTERM, false);
       if (in != 0) ::dup2(in, 0), ::close(in);
       int out = i + 1 < cmds.size() ? p[1] : out_fd;
       if (out != 1) ::dup2(out, 1);
@@ -309,14 +318,7 @@ struct App {
     pid = ::fork();
     if (pid < 0) ltx::fail_errno("fork");
     if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != self) ::_exit(128 + SIGKILL);  // we died before prctl
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      // An ignored signal stays ignored across exec: the ones we forward
-      // (a shell starts background jobs with SIGINT ignored) and SIGPIPE.
-      for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
+      in_child(self, SIGKILL, true);
       ::execvp(av[0], av.data());
       std::fprintf(stderr, "walsync: exec %s: %s\n", av[0], std::strerror(errno));
       ::_exit(127);
